@@ -1,0 +1,370 @@
+//! The login page, logout, and the session check in front of Jupyter.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::Verdict;
+use super::session::{COOKIE_NAME, Session, SessionKeys, unix_now};
+use crate::headers::session_cookie;
+use crate::pages;
+use crate::server::{App, Body, ClientInfo, Settings, html, json, redirect};
+
+/// A login form is a password and a path: anything bigger is not one.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// The valid, unrevoked session of a request, if any.
+pub fn current_session(app: &App, keys: &SessionKeys, headers: &HeaderMap) -> Option<Session> {
+    let now = unix_now();
+    cookie_values(headers, COOKIE_NAME)
+        .filter_map(|v| keys.decode(v, now))
+        .find(|s| !app.sessions.is_revoked(s))
+}
+
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// A fresh cookie for a session whose last refresh is old enough.
+pub fn refreshed_cookie(
+    app: &App,
+    settings: &Settings,
+    keys: &SessionKeys,
+    client: &ClientInfo,
+    session: &Session,
+) -> Option<HeaderValue> {
+    let now = unix_now();
+    if !keys.needs_refresh(session, now) {
+        return None;
+    }
+    let renewed = Session {
+        seen: now,
+        ..*session
+    };
+    app.sessions.touch(&renewed);
+    Some(cookie_for(settings, keys, client, &renewed, now))
+}
+
+fn cookie_for(
+    settings: &Settings,
+    keys: &SessionKeys,
+    client: &ClientInfo,
+    s: &Session,
+    now: u64,
+) -> HeaderValue {
+    session_cookie(
+        &keys.encode(s),
+        settings.base_url(),
+        client.https,
+        settings.headers.cross_site_cookies && client.https,
+        keys.max_age(s, now),
+    )
+}
+
+/// What an unauthenticated request gets: browsers the login page, everything else 401.
+pub fn login_required(settings: &Settings, req: &Request<Incoming>) -> Response<Body> {
+    let base = settings.base_url();
+    let is_page = (req.method() == Method::GET || req.method() == Method::HEAD)
+        && !crate::proxy::is_upgrade(req.headers())
+        && !req
+            .uri()
+            .path()
+            .strip_prefix(base)
+            .is_some_and(|rel| rel.starts_with("api/"))
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+    if is_page {
+        let target = req.uri().path_and_query().map_or(base, |pq| pq.as_str());
+        let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        return redirect(StatusCode::FOUND, &format!("{base}login?next={next}"));
+    }
+    let mut resp = json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"message": "login required", "login": format!("{base}login")}),
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("notebookd-login realm=\"notebook\""),
+    );
+    resp
+}
+
+/// `next` if it is a path on this site under `base_url`, else `base_url`.
+///
+/// Refuses anything a browser could read as another site: `//evil`,
+/// `/\evil`, `https:evil`, control characters, and the same in percent
+/// encoding (decoded up to three times).
+pub fn safe_next(next: &str, base_url: &str) -> String {
+    if next.chars().any(char::is_whitespace) {
+        return base_url.to_string();
+    }
+    let mut current = next.to_string();
+    for _ in 0..3 {
+        let path = current.split(['?', '#']).next().unwrap_or("");
+        let ok = current.starts_with(base_url)
+            && !current.starts_with("//")
+            && !current.contains('\\')
+            && !current.chars().any(char::is_control)
+            && crate::server::check_path(path).is_ok();
+        if !ok {
+            return base_url.to_string();
+        }
+        let decoded = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == current {
+            break;
+        }
+        current = decoded;
+    }
+    next.to_string()
+}
+
+fn query_next(req: &Request<Incoming>) -> Option<String> {
+    form_urlencoded::parse(req.uri().query()?.as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `GET|POST {base_url}login`.
+pub async fn login(
+    app: &App,
+    settings: &Settings,
+    client: &ClientInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let base = settings.base_url();
+    let Some(keys) = &settings.keys else {
+        return html(StatusCode::SERVICE_UNAVAILABLE, pages::no_password(base));
+    };
+    match *req.method() {
+        Method::GET | Method::HEAD => {
+            let next = safe_next(&query_next(&req).unwrap_or_default(), base);
+            if current_session(app, keys, req.headers()).is_some() {
+                return redirect(StatusCode::FOUND, &next);
+            }
+            html(StatusCode::OK, pages::login(base, &next, None))
+        }
+        Method::POST => post_login(app, settings, keys, client, req).await,
+        _ => {
+            let mut resp = html(
+                StatusCode::METHOD_NOT_ALLOWED,
+                pages::login(base, base, None),
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            resp
+        }
+    }
+}
+
+async fn post_login(
+    app: &App,
+    settings: &Settings,
+    keys: &SessionKeys,
+    client: &ClientInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let base = settings.base_url();
+    let auth = &settings.config.auth;
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return html(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            pages::login(
+                base,
+                base,
+                Some("Send the login form as application/x-www-form-urlencoded."),
+            ),
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                pages::login(base, base, Some("The login form was too large.")),
+            );
+        }
+    };
+    let mut password = None;
+    let mut next = String::new();
+    for (k, v) in form_urlencoded::parse(&body) {
+        match &*k {
+            "password" => password = Some(v.into_owned()),
+            "next" => next = v.into_owned(),
+            _ => {}
+        }
+    }
+    let next = safe_next(&next, base);
+    let Some(password) = password else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::login(base, &next, Some("Enter the password.")),
+        );
+    };
+    let Some(hash) = &auth.password_hash else {
+        return html(StatusCode::SERVICE_UNAVAILABLE, pages::no_password(base));
+    };
+    let verdict = app
+        .login
+        .check(
+            hash,
+            password,
+            client.ip,
+            auth.login_attempts,
+            auth.login_window.get(),
+        )
+        .await;
+    match verdict {
+        Verdict::Accepted => {
+            let Ok(session) = keys.start() else {
+                return html(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    pages::login(
+                        base,
+                        &next,
+                        Some("The server could not start a session; see its log."),
+                    ),
+                );
+            };
+            app.sessions.touch(&session);
+            tracing::info!(client = %client.ip, "login");
+            let mut resp = redirect(StatusCode::SEE_OTHER, &next);
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                cookie_for(settings, keys, client, &session, session.issued),
+            );
+            resp
+        }
+        Verdict::Rejected => {
+            tracing::warn!(client = %client.ip, "failed login");
+            let mut resp = html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(base, &next, Some("Wrong password.")),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("notebookd-login realm=\"notebook\""),
+            );
+            resp
+        }
+        Verdict::Limited(wait) => {
+            tracing::warn!(client = %client.ip, "login refused: too many attempts");
+            too_many(
+                base,
+                &next,
+                wait,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts; wait a moment before trying again.",
+            )
+        }
+        Verdict::Busy => too_many(
+            base,
+            &next,
+            Duration::from_secs(5),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is busy checking other logins; try again in a few seconds.",
+        ),
+    }
+}
+
+fn too_many(
+    base: &str,
+    next: &str,
+    wait: Duration,
+    status: StatusCode,
+    msg: &str,
+) -> Response<Body> {
+    let mut resp = html(status, pages::login(base, next, Some(msg)));
+    let secs = wait.as_secs().max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// `{base_url}logout`: ends the session (also for a replayed copy of its cookie).
+pub fn logout(
+    app: &App,
+    settings: &Settings,
+    client: &ClientInfo,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    let base = settings.base_url();
+    if let Some(keys) = &settings.keys {
+        if let Some(session) = current_session(app, keys, req.headers()) {
+            let until = session.issued + settings.config.auth.session_lifetime.get().as_secs();
+            app.sessions.revoke(&session, until);
+            tracing::info!(client = %client.ip, "logout");
+        }
+    }
+    let mut resp = html(
+        StatusCode::OK,
+        pages::login(base, base, Some("You have logged out.")),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        session_cookie(
+            "",
+            base,
+            client.https,
+            settings.headers.cross_site_cookies && client.https,
+            0,
+        ),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_site() {
+        for evil in [
+            "//evil.example",
+            "/\\evil.example",
+            "https:evil.example",
+            "https://evil.example/",
+            "/%2F%2Fevil.example",
+            "/%252F%252Fevil.example",
+            "%2F%2Fevil.example",
+            "/\r\nLocation: https://evil",
+            "/%0d%0aSet-Cookie:x",
+            "/tree/../../x",
+            "javascript:alert(1)",
+            " /tree",
+        ] {
+            assert_eq!(safe_next(evil, "/"), "/", "{evil:?}");
+        }
+        assert_eq!(safe_next("/tree?x=1", "/"), "/tree?x=1");
+        assert_eq!(
+            safe_next("/notebooks/a%20b.ipynb", "/"),
+            "/notebooks/a%20b.ipynb"
+        );
+        assert_eq!(safe_next("/other/", "/nb/"), "/nb/");
+        assert_eq!(safe_next("/nb/tree", "/nb/"), "/nb/tree");
+    }
+}
