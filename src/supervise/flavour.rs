@@ -1,0 +1,340 @@
+//! Which Jupyter is installed, and the config file notebookd writes for it.
+//!
+//! `jupyter --version` lists the installed Jupyter packages; from it we pick
+//! the application (`jupyter notebook`, `lab` or `server`) and its config
+//! dialect: `NotebookApp` for the classic Notebook 6.x (Debian bookworm's
+//! `python3-notebook`), `ServerApp` for everything built on jupyter_server
+//! (1.x names its token `ServerApp.token`, 2.x `IdentityProvider.token`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::Flavour;
+
+/// Installed Jupyter package versions, by package name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed(pub BTreeMap<String, String>);
+
+impl Installed {
+    /// Parses the output of `jupyter --version`.
+    pub fn parse(output: &str) -> Installed {
+        let mut map = BTreeMap::new();
+        for line in output.lines() {
+            if let Some((name, version)) = line.split_once(':') {
+                let (name, version) = (name.trim(), version.trim());
+                let plausible = !name.is_empty()
+                    && !name.contains(' ')
+                    && version.chars().next().is_some_and(|c| c.is_ascii_digit());
+                if plausible {
+                    map.insert(name.to_string(), version.to_string());
+                }
+            }
+        }
+        Installed(map)
+    }
+
+    pub fn version(&self, package: &str) -> Option<&str> {
+        self.0.get(package).map(String::as_str)
+    }
+
+    fn major(&self, package: &str) -> Option<u32> {
+        self.version(package)?.split('.').next()?.parse().ok()
+    }
+}
+
+/// The config dialect of the Jupyter application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Classic Notebook 6.x: `c.NotebookApp.*`.
+    NotebookApp,
+    /// jupyter_server 1.x: `c.ServerApp.*`, token on ServerApp.
+    ServerApp1,
+    /// jupyter_server 2.x and later: `c.ServerApp.*`, token on IdentityProvider.
+    ServerApp2,
+}
+
+/// What will be started: the subcommand and how to configure it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// `notebook`, `lab` or `server`, as in `jupyter notebook`.
+    pub subcommand: &'static str,
+    pub dialect: Dialect,
+    /// The package that provides the application, and its version (for status).
+    pub package: &'static str,
+    pub version: String,
+}
+
+impl Resolved {
+    /// e.g. "notebook 7.2.2 (ServerApp)".
+    pub fn describe(&self) -> String {
+        let app = match self.dialect {
+            Dialect::NotebookApp => "classic NotebookApp",
+            Dialect::ServerApp1 | Dialect::ServerApp2 => "jupyter_server",
+        };
+        format!("{} {} ({app})", self.package, self.version)
+    }
+}
+
+/// Chooses the application for `flavour` among the installed packages.
+pub fn resolve(flavour: Flavour, installed: &Installed) -> Result<Resolved, String> {
+    let server_dialect = || match installed.major("jupyter_server") {
+        Some(1) => Dialect::ServerApp1,
+        _ => Dialect::ServerApp2,
+    };
+    let pick = |package: &'static str| -> Option<Resolved> {
+        let version = installed.version(package)?.to_string();
+        let (subcommand, dialect) = match package {
+            "notebook" if installed.major("notebook").is_some_and(|m| m < 7) => {
+                ("notebook", Dialect::NotebookApp)
+            }
+            "notebook" => ("notebook", server_dialect()),
+            "jupyterlab" => ("lab", server_dialect()),
+            _ => ("server", server_dialect()),
+        };
+        Some(Resolved {
+            subcommand,
+            dialect,
+            package,
+            version,
+        })
+    };
+    let missing = |what: &str| {
+        format!(
+            "{what} is not installed for this jupyter command (install Debian's python3-notebook, or `pip install notebook` in a venv and set jupyter.command to its bin/jupyter)"
+        )
+    };
+    match flavour {
+        Flavour::Notebook => pick("notebook").ok_or_else(|| missing("notebook")),
+        Flavour::Lab => pick("jupyterlab").ok_or_else(|| missing("jupyterlab")),
+        Flavour::Server => pick("jupyter_server").ok_or_else(|| missing("jupyter_server")),
+        Flavour::Auto => pick("notebook")
+            .or_else(|| pick("jupyterlab"))
+            .or_else(|| pick("jupyter_server"))
+            .ok_or_else(|| missing("no Jupyter server (notebook, jupyterlab or jupyter_server)")),
+    }
+}
+
+/// Finds `name` as a shell would: an absolute path, or a search of `PATH`
+/// (`path_override`, else the environment's).
+pub fn find_program(name: &str, path_override: Option<&str>) -> Option<PathBuf> {
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = Path::new(name);
+        return executable(p).then(|| p.to_owned());
+    }
+    let path = path_override
+        .map(str::to_owned)
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| executable(p))
+}
+
+/// The Python interpreter named by the launcher's `#!` line, if it is one.
+fn launcher_python(command: &str, env: &BTreeMap<String, String>) -> Option<Vec<String>> {
+    let path = find_program(command, env.get("PATH").map(String::as_str))?;
+    let mut head = [0u8; 256];
+    let n = std::io::Read::read(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
+    let first = std::str::from_utf8(&head[..n]).ok()?.lines().next()?;
+    let mut words: Vec<String> = first
+        .strip_prefix("#!")?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if words.first().is_some_and(|w| w.ends_with("/env")) {
+        words.remove(0);
+    }
+    let interpreter = Path::new(words.first()?).file_name()?.to_str()?;
+    interpreter.starts_with("python").then_some(words)
+}
+
+/// Asks the launcher's Python for package versions: fast (no imports of Jupyter itself).
+async fn detect_by_metadata(
+    python: &[String],
+    env: &BTreeMap<String, String>,
+) -> Option<Installed> {
+    const SCRIPT: &str = r#"
+import importlib.metadata as m
+for p in ("notebook", "jupyterlab", "jupyter_server", "jupyter_core"):
+    try:
+        print(p, ":", m.version(p))
+    except m.PackageNotFoundError:
+        pass
+"#;
+    let (program, args) = python.split_first()?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .arg("-c")
+        .arg(SCRIPT)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .ok()?
+        .ok()?;
+    let installed = Installed::parse(&String::from_utf8_lossy(&out.stdout));
+    (out.status.success() && installed.version("jupyter_core").is_some()).then_some(installed)
+}
+
+/// The Jupyter packages installed for `command`: from Python's package
+/// metadata when the launcher is a Python script, else from `COMMAND --version`.
+pub async fn detect(command: &str, env: &BTreeMap<String, String>) -> Result<Installed, String> {
+    if let Some(python) = launcher_python(command, env) {
+        if let Some(installed) = detect_by_metadata(&python, env).await {
+            return Ok(installed);
+        }
+    }
+    let mut cmd = tokio::process::Command::new(command);
+    cmd.arg("--version")
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .map_err(|_| format!("`{command} --version` did not finish within 60s"))?
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (install Debian's python3-notebook, or set jupyter.command to the jupyter of a venv)"
+            } else {
+                ""
+            };
+            format!("cannot run `{command} --version`: {e}{hint}")
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed = Installed::parse(&text);
+    if !out.status.success() || installed.0.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "`{command} --version` failed ({}): {}",
+            out.status,
+            err.trim().lines().last().unwrap_or("no output")
+        ));
+    }
+    Ok(installed)
+}
+
+/// What the Jupyter config file must say.
+pub struct JupyterConfig<'a> {
+    pub dialect: Dialect,
+    pub socket: &'a Path,
+    pub base_url: &'a str,
+    pub root_dir: &'a Path,
+    pub allow_root: bool,
+}
+
+fn py_str(s: &str) -> String {
+    // A JSON string literal is a valid Python string literal.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The Python config file for the Jupyter application.
+pub fn render(cfg: &JupyterConfig) -> String {
+    let app = match cfg.dialect {
+        Dialect::NotebookApp => "NotebookApp",
+        Dialect::ServerApp1 | Dialect::ServerApp2 => "ServerApp",
+    };
+    let mut out = String::from(
+        "# Written by notebookd at each start of Jupyter; changes here are lost.\n\
+         # Configure notebookd instead: /etc/notebook/notebook.toml (`nbctl config`).\n\
+         c = get_config()  # noqa: F821\n",
+    );
+    let mut set = |key: &str, value: String| {
+        let _ = writeln!(out, "c.{key} = {value}");
+    };
+    // Only notebookd can reach the socket: directory 0700, socket 0600.
+    set(
+        &format!("{app}.sock"),
+        py_str(&cfg.socket.display().to_string()),
+    );
+    set(&format!("{app}.sock_mode"), py_str("0600"));
+    set(&format!("{app}.base_url"), py_str(cfg.base_url));
+    let root_key = match cfg.dialect {
+        Dialect::NotebookApp => "notebook_dir",
+        _ => "root_dir",
+    };
+    set(
+        &format!("{app}.{root_key}"),
+        py_str(&cfg.root_dir.display().to_string()),
+    );
+    set(&format!("{app}.open_browser"), "False".into());
+    // notebookd checks who may connect; Jupyter sees the browser's Host header.
+    set(&format!("{app}.allow_remote_access"), "True".into());
+    // X-Forwarded-For / X-Forwarded-Proto come from notebookd, not from the client.
+    set(&format!("{app}.trust_xheaders"), "True".into());
+    // Stopping the server is the supervisor's business.
+    set(&format!("{app}.quit_button"), "False".into());
+    // notebookd owns authentication. XSRF and Origin checks stay on.
+    set(&format!("{app}.disable_check_xsrf"), "False".into());
+    match cfg.dialect {
+        Dialect::NotebookApp | Dialect::ServerApp1 => {
+            set(&format!("{app}.token"), py_str(""));
+            set(&format!("{app}.password"), py_str(""));
+        }
+        Dialect::ServerApp2 => {
+            set("IdentityProvider.token", py_str(""));
+        }
+    }
+    if cfg.allow_root {
+        set(&format!("{app}.allow_root"), "True".into());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIP: &str = "Selected Jupyter core packages...\nIPython          : 8.28.0\nipykernel        : 6.29.5\nipywidgets       : not installed\njupyter_client   : 8.6.3\njupyter_core     : 5.7.2\njupyter_server   : 2.14.2\njupyterlab       : 4.2.5\nnotebook         : 7.2.2\n";
+    const DEBIAN: &str = "Selected Jupyter core packages...\nIPython          : 8.5.0\nipykernel        : 6.17.0\njupyter_client   : 7.4.9\njupyter_core     : 4.12.0\njupyter_server   : 1.23.3\nnbconvert        : 6.5.3\nnotebook         : 6.4.12\n";
+
+    #[test]
+    fn auto_prefers_notebook() {
+        let r = resolve(Flavour::Auto, &Installed::parse(PIP)).unwrap();
+        assert_eq!((r.subcommand, r.dialect), ("notebook", Dialect::ServerApp2));
+        let r = resolve(Flavour::Auto, &Installed::parse(DEBIAN)).unwrap();
+        assert_eq!(
+            (r.subcommand, r.dialect),
+            ("notebook", Dialect::NotebookApp)
+        );
+        let r = resolve(Flavour::Server, &Installed::parse(DEBIAN)).unwrap();
+        assert_eq!((r.subcommand, r.dialect), ("server", Dialect::ServerApp1));
+        assert!(resolve(Flavour::Lab, &Installed::parse(DEBIAN)).is_err());
+        assert!(resolve(Flavour::Auto, &Installed::default()).is_err());
+    }
+
+    #[test]
+    fn config_never_enables_tokens_or_skips_xsrf() {
+        let text = render(&JupyterConfig {
+            dialect: Dialect::ServerApp2,
+            socket: Path::new("/run/notebook/jupyter/jupyter.sock"),
+            base_url: "/nb/",
+            root_dir: Path::new("/var/lib/notebook/notebooks"),
+            allow_root: false,
+        });
+        assert!(text.contains("c.ServerApp.sock = \"/run/notebook/jupyter/jupyter.sock\"\n"));
+        assert!(text.contains("c.ServerApp.disable_check_xsrf = False\n"));
+        assert!(text.contains("c.IdentityProvider.token = \"\"\n"));
+        assert!(!text.contains("allow_root"));
+        let classic = render(&JupyterConfig {
+            dialect: Dialect::NotebookApp,
+            socket: Path::new("/s"),
+            base_url: "/",
+            root_dir: Path::new("/r\"x"),
+            allow_root: true,
+        });
+        assert!(
+            classic.contains("c.NotebookApp.notebook_dir = \"/r\\\"x\"\n"),
+            "{classic}"
+        );
+        assert!(classic.contains("c.NotebookApp.allow_root = True\n"));
+    }
+}

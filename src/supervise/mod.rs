@@ -1,0 +1,643 @@
+//! The Jupyter child: started on a private unix socket, watched, restarted
+//! with backoff, stopped cleanly.
+//!
+//! One task ([`Supervisor::run`]) owns the child. It writes the Jupyter config
+//! into the runtime directory, starts Jupyter in a process group of its own,
+//! waits until `GET {base_url}api` answers (readiness), probes it while it
+//! runs (liveness), and on exit logs Jupyter's last output lines and starts
+//! it again after an exponential backoff. Everyone else sees its state
+//! through a [`watch`] channel of [`JupyterStatus`].
+//!
+//! Stopping: SIGTERM to Jupyter (it shuts its kernels down), a wait, then
+//! SIGKILL to its process group and to anything it left behind (see [`reap`]).
+
+pub mod flavour;
+pub mod reap;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{Config, Flavour};
+use flavour::{Installed, Resolved};
+
+/// How many of Jupyter's last output lines are kept for crash reports.
+const LAST_LINES: usize = 30;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const LIVENESS_EVERY: Duration = Duration::from_secs(10);
+/// Consecutive failed liveness probes before Jupyter is considered hung.
+const LIVENESS_FAILURES: u32 = 3;
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Readiness this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Everything the child's launch depends on; a reload that changes it restarts Jupyter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchPlan {
+    pub flavour: Flavour,
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub root_dir: PathBuf,
+    pub base_url: String,
+    pub runtime_dir: PathBuf,
+    pub startup_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+impl LaunchPlan {
+    pub fn from_config(c: &Config) -> LaunchPlan {
+        LaunchPlan {
+            flavour: c.jupyter.flavour,
+            command: c.jupyter.command.clone(),
+            args: c.jupyter.args.clone(),
+            env: c.jupyter.env.clone(),
+            root_dir: c.jupyter.root_dir.path().to_owned(),
+            base_url: c.server.base_url.as_str().to_owned(),
+            runtime_dir: c.server.runtime_dir.path().to_owned(),
+            startup_timeout: c.jupyter.startup_timeout.get(),
+            stop_timeout: c.jupyter.stop_timeout.get(),
+        }
+    }
+
+    /// The private directory (0700) holding Jupyter's socket, config and runtime files.
+    pub fn jupyter_dir(&self) -> PathBuf {
+        self.runtime_dir.join("jupyter")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.jupyter_dir().join("jupyter.sock")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JupyterState {
+    /// Started, not answering yet.
+    Starting,
+    /// Answering `GET {base_url}api`.
+    Ready,
+    /// Exited or failed; waiting before the next start.
+    Backoff,
+    /// Stopped for good (shutdown).
+    Stopped,
+}
+
+impl JupyterState {
+    pub fn describe(self) -> &'static str {
+        match self {
+            JupyterState::Starting => "starting",
+            JupyterState::Ready => "ready",
+            JupyterState::Backoff => "restarting after a failure",
+            JupyterState::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the rest of notebookd knows about the child.
+#[derive(Debug, Clone, Serialize)]
+pub struct JupyterStatus {
+    pub state: JupyterState,
+    /// e.g. "notebook 7.2.2 (jupyter_server)".
+    pub flavour: Option<String>,
+    /// jupyter_server's own version, from `GET api`.
+    pub server_version: Option<String>,
+    pub pid: Option<u32>,
+    /// Starts after the first one.
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub ready_since: Option<SystemTime>,
+    /// The socket the proxy connects to.
+    #[serde(skip)]
+    pub socket: PathBuf,
+}
+
+enum Request {
+    Relaunch(LaunchPlan),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle the daemon keeps: status, relaunch and stop.
+#[derive(Clone)]
+pub struct Supervisor {
+    requests: mpsc::Sender<Request>,
+    status: watch::Receiver<JupyterStatus>,
+    heartbeat: Arc<Mutex<Instant>>,
+}
+
+impl Supervisor {
+    /// Starts the supervising task (and with it, Jupyter).
+    pub fn spawn(plan: LaunchPlan) -> Supervisor {
+        let (req_tx, req_rx) = mpsc::channel(8);
+        let (status_tx, status_rx) = watch::channel(JupyterStatus {
+            state: JupyterState::Starting,
+            flavour: None,
+            server_version: None,
+            pid: None,
+            restarts: 0,
+            last_error: None,
+            ready_since: None,
+            socket: plan.socket(),
+        });
+        let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        let task = Task {
+            plan,
+            requests: req_rx,
+            status: status_tx,
+            heartbeat: heartbeat.clone(),
+            detected: None,
+            last_lines: Arc::new(Mutex::new(VecDeque::new())),
+        };
+        tokio::spawn(task.run());
+        Supervisor {
+            requests: req_tx,
+            status: status_rx,
+            heartbeat,
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<JupyterStatus> {
+        self.status.clone()
+    }
+
+    /// When the supervising task last went round its loop (for the watchdog).
+    pub fn last_heartbeat(&self) -> Instant {
+        self.heartbeat
+            .lock()
+            .map_or_else(|_| Instant::now(), |h| *h)
+    }
+
+    /// Restarts Jupyter with a new plan.
+    pub async fn relaunch(&self, plan: LaunchPlan) {
+        let _ = self.requests.send(Request::Relaunch(plan)).await;
+    }
+
+    /// Stops Jupyter and everything it started; returns when done.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.requests.send(Request::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Task {
+    plan: LaunchPlan,
+    requests: mpsc::Receiver<Request>,
+    status: watch::Sender<JupyterStatus>,
+    heartbeat: Arc<Mutex<Instant>>,
+    /// `jupyter --version` for the current command and env.
+    detected: Option<(String, BTreeMap<String, String>, Installed)>,
+    last_lines: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// Why a run of the child ended.
+enum RunEnd {
+    /// Exited or was killed for failing; try again after a backoff.
+    Failed(String),
+    Relaunch(LaunchPlan),
+    Stop(oneshot::Sender<()>),
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut backoff = BACKOFF_FIRST;
+        let mut first = true;
+        loop {
+            self.beat();
+            if !first {
+                self.status.send_modify(|s| s.restarts += 1);
+            }
+            first = false;
+            let started = Instant::now();
+            let end = self.run_once().await;
+            let was_stable =
+                started.elapsed() >= STABLE_AFTER && self.status.borrow().ready_since.is_some();
+            match end {
+                RunEnd::Stop(done) => {
+                    self.status.send_modify(|s| {
+                        s.state = JupyterState::Stopped;
+                        s.pid = None;
+                        s.ready_since = None;
+                    });
+                    let _ = done.send(());
+                    return;
+                }
+                RunEnd::Relaunch(plan) => {
+                    tracing::info!("restarting Jupyter with the new settings");
+                    self.plan = plan;
+                    self.status.send_modify(|s| s.socket = self.plan.socket());
+                    backoff = BACKOFF_FIRST;
+                    continue;
+                }
+                RunEnd::Failed(why) => {
+                    if was_stable {
+                        backoff = BACKOFF_FIRST;
+                    }
+                    tracing::error!(
+                        "Jupyter failed: {why}; starting it again in {}s",
+                        backoff.as_secs()
+                    );
+                    crate::systemd::status(&format!(
+                        "Jupyter failed ({why}); restarting in {}s",
+                        backoff.as_secs()
+                    ));
+                    self.status.send_modify(|s| {
+                        s.state = JupyterState::Backoff;
+                        s.pid = None;
+                        s.ready_since = None;
+                        s.last_error = Some(why);
+                    });
+                    match self.wait_backoff(backoff).await {
+                        Some(RunEnd::Stop(done)) => {
+                            self.status.send_modify(|s| s.state = JupyterState::Stopped);
+                            let _ = done.send(());
+                            return;
+                        }
+                        Some(RunEnd::Relaunch(plan)) => {
+                            self.plan = plan;
+                            self.status.send_modify(|s| s.socket = self.plan.socket());
+                            backoff = BACKOFF_FIRST;
+                        }
+                        _ => backoff = (backoff * 2).min(BACKOFF_MAX),
+                    }
+                }
+            }
+        }
+    }
+
+    fn beat(&self) {
+        if let Ok(mut h) = self.heartbeat.lock() {
+            *h = Instant::now();
+        }
+    }
+
+    /// Waits out a backoff, still answering requests.
+    async fn wait_backoff(&mut self, d: Duration) -> Option<RunEnd> {
+        let sleep = tokio::time::sleep(d);
+        tokio::pin!(sleep);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return None,
+                _ = tick.tick() => self.beat(),
+                req = self.requests.recv() => return Some(match req {
+                    Some(Request::Relaunch(plan)) => RunEnd::Relaunch(plan),
+                    Some(Request::Stop(done)) => RunEnd::Stop(done),
+                    None => return None,
+                }),
+            }
+        }
+    }
+
+    async fn resolve(&mut self) -> Result<Resolved, String> {
+        let stale = match &self.detected {
+            Some((cmd, env, _)) => *cmd != self.plan.command || *env != self.plan.env,
+            None => true,
+        };
+        if stale {
+            let installed = flavour::detect(&self.plan.command, &self.plan.env).await?;
+            self.detected = Some((self.plan.command.clone(), self.plan.env.clone(), installed));
+        }
+        let installed = self
+            .detected
+            .as_ref()
+            .map(|(_, _, i)| i.clone())
+            .unwrap_or_default();
+        flavour::resolve(self.plan.flavour, &installed)
+    }
+
+    /// Prepares the runtime files and spawns Jupyter.
+    fn launch(&self, resolved: &Resolved) -> Result<Child, String> {
+        let dir = self.plan.jupyter_dir();
+        prepare_private_dir(&dir).map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
+        let socket = self.plan.socket();
+        match std::fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot remove the old socket {}: {e}",
+                    socket.display()
+                ));
+            }
+        }
+        std::fs::create_dir_all(&self.plan.root_dir).map_err(|e| {
+            format!(
+                "cannot create jupyter.root_dir {}: {e}",
+                self.plan.root_dir.display()
+            )
+        })?;
+        let runtime = dir.join("runtime");
+        prepare_private_dir(&runtime)
+            .map_err(|e| format!("cannot prepare {}: {e}", runtime.display()))?;
+        let allow_root = nix::unistd::geteuid().is_root();
+        if allow_root {
+            tracing::warn!(
+                "running Jupyter as root; the packaged service runs it as user notebook"
+            );
+        }
+        let config_text = flavour::render(&flavour::JupyterConfig {
+            dialect: resolved.dialect,
+            socket: &socket,
+            base_url: &self.plan.base_url,
+            root_dir: &self.plan.root_dir,
+            allow_root,
+        });
+        let config_path = dir.join("jupyter_notebookd_config.py");
+        std::fs::write(&config_path, config_text)
+            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+
+        let mut cmd = Command::new(&self.plan.command);
+        cmd.arg(resolved.subcommand)
+            .arg(format!("--config={}", config_path.display()))
+            .args(&self.plan.args)
+            .env("JUPYTER_RUNTIME_DIR", &runtime)
+            .env("PYTHONUNBUFFERED", "1")
+            .envs(&self.plan.env)
+            .current_dir(&self.plan.root_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a terminal's Ctrl-C reaches notebookd only,
+            // and the whole group can be killed at once.
+            .process_group(0);
+        if std::env::var_os("JUPYTER_PLATFORM_DIRS").is_none() {
+            cmd.env("JUPYTER_PLATFORM_DIRS", "1");
+        }
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| {
+            format!(
+                "cannot start `{} {}`: {e}",
+                self.plan.command, resolved.subcommand
+            )
+        })?;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_output(out, self.last_lines.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_output(err, self.last_lines.clone()));
+        }
+        Ok(child)
+    }
+
+    async fn run_once(&mut self) -> RunEnd {
+        if let Ok(mut lines) = self.last_lines.lock() {
+            lines.clear();
+        }
+        self.status.send_modify(|s| {
+            s.state = JupyterState::Starting;
+            s.pid = None;
+            s.ready_since = None;
+        });
+        let resolved = match self.resolve().await {
+            Ok(r) => r,
+            Err(e) => return RunEnd::Failed(e),
+        };
+        let mut child = match self.launch(&resolved) {
+            Ok(c) => c,
+            Err(e) => return RunEnd::Failed(e),
+        };
+        let pid = child.id();
+        tracing::info!(
+            pid,
+            "started Jupyter: {} on {}",
+            resolved.describe(),
+            self.plan.socket().display()
+        );
+        crate::systemd::status(&format!("starting Jupyter ({})", resolved.describe()));
+        self.status.send_modify(|s| {
+            s.flavour = Some(resolved.describe());
+            s.pid = pid;
+        });
+
+        let end = self.watch_child(&mut child).await;
+        let why = match &end {
+            RunEnd::Failed(why) => Some(why.clone()),
+            _ => None,
+        };
+        self.stop_child(&mut child, why.is_none()).await;
+        if let Some(why) = why {
+            let lines = self
+                .last_lines
+                .lock()
+                .map(|l| l.iter().cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            if !lines.is_empty() {
+                tracing::error!("Jupyter's last output lines:\n  {}", lines.join("\n  "));
+            }
+            return RunEnd::Failed(why);
+        }
+        end
+    }
+
+    /// Waits for readiness, then watches the running child until it ends or is asked to.
+    async fn watch_child(&mut self, child: &mut Child) -> RunEnd {
+        let socket = self.plan.socket();
+        let api = format!("{}api", self.plan.base_url);
+        let deadline = tokio::time::Instant::now() + self.plan.startup_timeout;
+        let mut sigchld =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+
+        // Readiness.
+        let mut poll = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            self.beat();
+            tokio::select! {
+                status = child.wait() => return RunEnd::Failed(exit_reason(status, "before it was ready")),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return RunEnd::Failed(format!(
+                        "it did not answer GET {api} within {}s (jupyter.startup_timeout)",
+                        self.plan.startup_timeout.as_secs()
+                    ));
+                }
+                req = self.requests.recv() => return request_end(req),
+                _ = recv_signal(&mut sigchld) => reap::reap_zombies(),
+                _ = poll.tick() => {
+                    if let Ok(version) = probe(&socket, &api).await {
+                        self.status.send_modify(|s| {
+                            s.state = JupyterState::Ready;
+                            s.server_version = version;
+                            s.ready_since = Some(SystemTime::now());
+                        });
+                        tracing::info!("Jupyter is ready");
+                        crate::systemd::status("ready");
+                        break;
+                    }
+                }
+            }
+        }
+
+        // Liveness.
+        let mut failures = 0;
+        let mut every = tokio::time::interval(LIVENESS_EVERY);
+        every.tick().await;
+        loop {
+            self.beat();
+            tokio::select! {
+                status = child.wait() => return RunEnd::Failed(exit_reason(status, "while running")),
+                req = self.requests.recv() => return request_end(req),
+                _ = recv_signal(&mut sigchld) => reap::reap_zombies(),
+                _ = every.tick() => {
+                    match probe(&socket, &api).await {
+                        Ok(_) => failures = 0,
+                        Err(e) => {
+                            failures += 1;
+                            tracing::warn!("Jupyter did not answer a health check ({failures}/{LIVENESS_FAILURES}): {e}");
+                            if failures >= LIVENESS_FAILURES {
+                                return RunEnd::Failed(format!("it stopped answering ({e})"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the child: politely first when `gentle`, then by force; then its leftovers.
+    async fn stop_child(&self, child: &mut Child, gentle: bool) {
+        let Some(pid) = child.id() else {
+            // Already reaped; only its process group and leftovers remain.
+            reap::stop_leftovers(Duration::from_secs(2)).await;
+            return;
+        };
+        let pid = Pid::from_raw(pid as i32);
+        if gentle {
+            tracing::info!("stopping Jupyter (SIGTERM; it shuts its kernels down)");
+            let _ = kill(pid, Signal::SIGTERM);
+            match tokio::time::timeout(self.plan.stop_timeout, child.wait()).await {
+                Ok(_) => tracing::info!("Jupyter stopped"),
+                Err(_) => tracing::warn!(
+                    "Jupyter did not stop within {}s (jupyter.stop_timeout); killing it",
+                    self.plan.stop_timeout.as_secs()
+                ),
+            }
+        }
+        // The group id is the child's pid (process_group(0)); kill what is left of it.
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+        let n = reap::stop_leftovers(Duration::from_secs(3)).await;
+        if n > 0 {
+            tracing::info!("stopped {n} process(es) Jupyter left behind");
+        }
+    }
+}
+
+fn request_end(req: Option<Request>) -> RunEnd {
+    match req {
+        Some(Request::Relaunch(plan)) => RunEnd::Relaunch(plan),
+        Some(Request::Stop(done)) => RunEnd::Stop(done),
+        // The daemon dropped its handle: stop.
+        None => RunEnd::Stop(oneshot::channel().0),
+    }
+}
+
+async fn recv_signal(sig: &mut Option<tokio::signal::unix::Signal>) {
+    match sig {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn exit_reason(status: std::io::Result<std::process::ExitStatus>, when: &str) -> String {
+    match status {
+        Ok(s) => format!("it exited {when} ({s})"),
+        Err(e) => format!("waiting for it failed: {e}"),
+    }
+}
+
+/// Creates `dir` (and parents) and makes it 0700.
+fn prepare_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Asks the kernel to SIGTERM the child if notebookd dies without stopping it.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2),
+    // which is async-signal-safe; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Copies the child's output into the log, keeping the last lines.
+async fn forward_output(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    last: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        // Jupyter's log lines start with "[I ", "[W ", "[E ", "[C " or "[D ".
+        match line.as_bytes().get(..2) {
+            Some(b"[E") | Some(b"[C") => tracing::error!(target: "jupyter", "{line}"),
+            Some(b"[W") => tracing::warn!(target: "jupyter", "{line}"),
+            Some(b"[D") => tracing::debug!(target: "jupyter", "{line}"),
+            _ => tracing::info!(target: "jupyter", "{line}"),
+        }
+        if let Ok(mut l) = last.lock() {
+            if l.len() == LAST_LINES {
+                l.pop_front();
+            }
+            l.push_back(line);
+        }
+    }
+}
+
+/// `GET path` over the unix socket; `Ok(version)` on 200.
+pub async fn probe(socket: &Path, path: &str) -> Result<Option<String>, String> {
+    let attempt = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status != http::StatusCode::OK {
+            return Err(format!("GET {path} answered {status}"));
+        }
+        let version = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+        Ok(version)
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
+}
