@@ -1,0 +1,204 @@
+//! The control socket: how `nbctl status` and `nbctl reload` talk to the
+//! running daemon.
+//!
+//! A unix socket at `RUNTIME_DIR/control.sock`, mode 0660 in a directory
+//! that only the service user and its group can enter: root and members of
+//! group `notebook` may connect, nobody else. The protocol is one JSON line
+//! each way: `{"command":"status"}` or `{"command":"reload"}` in, one JSON
+//! object out.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::server::App;
+
+pub const SOCKET_NAME: &str = "control.sock";
+const MAX_REQUEST: u64 = 4096;
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reload may restart Jupyter; give it time.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where the control socket of a daemon with this runtime directory lives.
+pub fn socket_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join(SOCKET_NAME)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ControlRequest {
+    pub command: String,
+}
+
+/// A reload asked for over the socket, answered by the daemon's main loop.
+pub struct ReloadRequest {
+    pub done: oneshot::Sender<Result<String, String>>,
+}
+
+/// Serves the control socket until the returned task is aborted.
+pub fn serve(
+    app: Arc<App>,
+    reloads: mpsc::Sender<ReloadRequest>,
+    runtime_dir: &Path,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let path = socket_path(runtime_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let app = app.clone();
+            let reloads = reloads.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer(stream, &app, &reloads).await {
+                    tracing::debug!("control connection: {e}");
+                }
+            });
+        }
+    }))
+}
+
+async fn answer(
+    stream: UnixStream,
+    app: &App,
+    reloads: &mpsc::Sender<ReloadRequest>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
+        Ok(req) if req.command == "status" => status(app),
+        Ok(req) if req.command == "reload" => {
+            let (done, result) = oneshot::channel();
+            let outcome = if reloads.send(ReloadRequest { done }).await.is_err() {
+                Err("the daemon is shutting down".to_string())
+            } else {
+                match tokio::time::timeout(RELOAD_TIMEOUT, result).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err("the daemon dropped the reload".to_string()),
+                    Err(_) => Err("the reload did not finish in time".to_string()),
+                }
+            };
+            match outcome {
+                Ok(message) => serde_json::json!({"ok": true, "message": message}),
+                Err(error) => serde_json::json!({"ok": false, "error": error}),
+            }
+        }
+        Ok(req) => {
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload", req.command)})
+        }
+        Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
+    };
+    let mut text = reply.to_string();
+    text.push('\n');
+    tokio::time::timeout(IO_TIMEOUT, write.write_all(text.as_bytes()))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "reply not read"))??;
+    Ok(())
+}
+
+/// What `nbctl status` shows.
+pub fn status(app: &App) -> serde_json::Value {
+    let settings = app.settings();
+    let config = &settings.config;
+    let jupyter = app.jupyter();
+    serde_json::json!({
+        "ok": true,
+        "version": crate::VERSION,
+        "pid": std::process::id(),
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "listen": config.server.listen.0.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "base_url": config.server.base_url.as_str(),
+        "tls": {
+            "enabled": config.tls.enabled,
+            "cert": config.tls.cert.to_string(),
+        },
+        "password_set": config.auth.password_hash.is_some(),
+        "sessions": app.sessions.active_count(config.auth.session_idle_timeout.get()),
+        "connections": app.open_connections(),
+        "websockets": app.upstream.open_websockets(),
+        "jupyter": jupyter,
+    })
+}
+
+/// Why a control request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("notebookd is not running (no control socket at {0})")]
+    NotRunning(PathBuf),
+    #[error("cannot connect to {path}: {source}{hint}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("control socket {0}: {1}")]
+    Protocol(PathBuf, String),
+}
+
+/// Sends one command to the daemon and returns its JSON answer.
+pub async fn request(
+    runtime_dir: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
+    let path = socket_path(runtime_dir);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning(path));
+        }
+        Err(source) => {
+            let hint = if source.kind() == std::io::ErrorKind::PermissionDenied {
+                " (run as root, or as a member of group notebook)"
+            } else {
+                ""
+            };
+            return Err(ControlError::Connect { path, source, hint });
+        }
+    };
+    let protocol = |e: String| ControlError::Protocol(path.clone(), e);
+    let exchange = async {
+        let (read, mut write) = stream.into_split();
+        let mut req = serde_json::to_string(&ControlRequest {
+            command: command.into(),
+        })
+        .map_err(|e| e.to_string())?;
+        req.push('\n');
+        write
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(read)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str::<serde_json::Value>(&line).map_err(|e| format!("bad answer: {e}"))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| protocol(format!("no answer within {}s", timeout.as_secs())))?
+        .map_err(protocol)
+}

@@ -1,0 +1,645 @@
+//! The front door: listeners, TLS, HTTP connections, and the routing of
+//! each request to notebookd's own pages or to Jupyter.
+//!
+//! Reloadable settings live in one [`Settings`] snapshot behind an
+//! `ArcSwap`: a request loads it once and sees one consistent config.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::LoginGuard;
+use crate::auth::session::{SessionKeys, SessionSecret, SessionTable};
+use crate::config::{Config, canonical_ip};
+use crate::headers::HeaderPolicy;
+use crate::pages;
+use crate::proxy::{ProxyError, Upstream};
+use crate::supervise::{JupyterState, JupyterStatus, Supervisor};
+
+/// The body of every response: streamed from Jupyter, or made here.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Everything that a reload may change, as one snapshot.
+pub struct Settings {
+    pub config: Config,
+    /// `None` while no password is configured: then nothing but the setup page is served.
+    pub keys: Option<SessionKeys>,
+    pub headers: HeaderPolicy,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Settings {
+    /// Builds the snapshot, loading the TLS files; fails without side effects.
+    pub fn build(config: Config, secret: &SessionSecret) -> Result<Settings, String> {
+        let tls = if config.tls.enabled {
+            let server_config = crate::tls::server_config(&config.tls.cert, &config.tls.key)
+                .map_err(|e| e.to_string())?;
+            Some(TlsAcceptor::from(server_config))
+        } else {
+            None
+        };
+        let keys = config.auth.password_hash.as_ref().map(|hash| {
+            SessionKeys::new(
+                secret,
+                hash,
+                config.auth.session_lifetime.get(),
+                config.auth.session_idle_timeout.get(),
+            )
+        });
+        let headers = HeaderPolicy::new(
+            &config.embed.frame_ancestors,
+            config.tls.enabled,
+            config.tls.hsts_max_age.get().as_secs(),
+        );
+        Ok(Settings {
+            config,
+            keys,
+            headers,
+            tls,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.config.server.base_url.as_str()
+    }
+}
+
+/// The state shared by every connection.
+pub struct App {
+    settings: ArcSwap<Settings>,
+    pub sessions: SessionTable,
+    pub login: LoginGuard,
+    pub upstream: Upstream,
+    pub supervisor: Supervisor,
+    jupyter: watch::Receiver<JupyterStatus>,
+    pub started: Instant,
+    connections: AtomicUsize,
+}
+
+impl App {
+    pub fn new(settings: Settings, supervisor: Supervisor) -> App {
+        let jupyter = supervisor.status();
+        let socket = jupyter.borrow().socket.clone();
+        App {
+            settings: ArcSwap::from_pointee(settings),
+            sessions: SessionTable::default(),
+            login: LoginGuard::default(),
+            upstream: Upstream::new(socket),
+            supervisor,
+            jupyter,
+            started: Instant::now(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    pub fn replace_settings(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    pub fn jupyter(&self) -> JupyterStatus {
+        self.jupyter.borrow().clone()
+    }
+
+    pub fn jupyter_state(&self) -> JupyterState {
+        self.jupyter.borrow().state
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Who is asking, as far as notebookd may believe it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client's address: the peer, or, behind a trusted proxy, what it says.
+    pub ip: IpAddr,
+    /// Whether the browser reached us over HTTPS (here or at a trusted proxy).
+    pub https: bool,
+    pub via_trusted_proxy: bool,
+    /// The X-Forwarded-For chain a trusted proxy sent.
+    pub forwarded_for: Option<String>,
+}
+
+impl ClientInfo {
+    fn new(peer: SocketAddr, tls: bool, req: &Request<Incoming>, config: &Config) -> ClientInfo {
+        let peer_ip = canonical_ip(peer.ip());
+        let trusted = |ip: IpAddr| config.server.trusted_proxies.iter().any(|p| p.contains(ip));
+        if !trusted(peer_ip) {
+            return ClientInfo {
+                peer,
+                ip: peer_ip,
+                https: tls,
+                via_trusted_proxy: false,
+                forwarded_for: None,
+            };
+        }
+        let chain: Vec<String> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        // The rightmost address not added by a trusted proxy is the client.
+        let mut ip = peer_ip;
+        for entry in chain.iter().rev() {
+            match entry.parse::<IpAddr>() {
+                Ok(addr) => {
+                    ip = canonical_ip(addr);
+                    if !trusted(ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let proto = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(|v| v.trim().eq_ignore_ascii_case("https"));
+        ClientInfo {
+            peer,
+            ip,
+            https: tls || proto.unwrap_or(false),
+            via_trusted_proxy: true,
+            forwarded_for: (!chain.is_empty()).then(|| chain.join(", ")),
+        }
+    }
+}
+
+/// A response made by notebookd.
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut resp = Response::new(Either::Right(Full::new(body.into())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn html(status: StatusCode, page: String) -> Response<Body> {
+    respond(status, "text/html; charset=utf-8", page)
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    respond(status, "application/json", value.to_string())
+}
+
+pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut resp = respond(status, "text/plain; charset=utf-8", Bytes::new());
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn error_page(settings: &Settings, status: StatusCode, detail: &str) -> Response<Body> {
+    let title = status.canonical_reason().unwrap_or("Error");
+    html(
+        status,
+        pages::error(settings.base_url(), status.as_u16(), title, detail),
+    )
+}
+
+/// Answers one request.
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let settings = app.settings();
+    let client = ClientInfo::new(peer, tls, &req, &settings.config);
+    let (mut resp, own) = route(&app, &settings, &client, req).await;
+    if own {
+        settings.headers.own_page(resp.headers_mut());
+    } else {
+        settings.headers.proxied(resp.headers_mut());
+    }
+    resp
+}
+
+/// Returns the response and whether notebookd made it (rather than Jupyter).
+async fn route(
+    app: &App,
+    settings: &Settings,
+    client: &ClientInfo,
+    req: Request<Incoming>,
+) -> (Response<Body>, bool) {
+    let base = settings.base_url();
+    if req.uri().scheme().is_some()
+        || req.uri().authority().is_some()
+        || req.method() == Method::CONNECT
+    {
+        return (
+            error_page(
+                settings,
+                StatusCode::BAD_REQUEST,
+                "Only origin-form request targets (a path) are served.",
+            ),
+            true,
+        );
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > settings.config.limits.max_uri_bytes as usize {
+        return (
+            error_page(
+                settings,
+                StatusCode::URI_TOO_LONG,
+                "The request target is too long.",
+            ),
+            true,
+        );
+    }
+    let path = req.uri().path();
+    if let Err(why) = check_path(path) {
+        return (error_page(settings, StatusCode::BAD_REQUEST, why), true);
+    }
+    let Some(rel) = path.strip_prefix(base) else {
+        if path.len() + 1 == base.len() && base.starts_with(path) {
+            return (redirect(StatusCode::FOUND, base), true);
+        }
+        return (
+            error_page(settings, StatusCode::NOT_FOUND, "Nothing is served here."),
+            true,
+        );
+    };
+    match rel {
+        "login" => {
+            return (
+                crate::auth::login::login(app, settings, client, req).await,
+                true,
+            );
+        }
+        "logout" => {
+            return (
+                crate::auth::login::logout(app, settings, client, &req),
+                true,
+            );
+        }
+        "_notebookd/health" => return (health(app), true),
+        "_notebookd/static/notebookd.css" => {
+            let mut resp = respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLESHEET);
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
+            return (resp, true);
+        }
+        _ => {}
+    }
+    let Some(keys) = &settings.keys else {
+        return (
+            html(StatusCode::SERVICE_UNAVAILABLE, pages::no_password(base)),
+            true,
+        );
+    };
+    let Some(session) = crate::auth::login::current_session(app, keys, req.headers()) else {
+        return (crate::auth::login::login_required(settings, &req), true);
+    };
+    let refresh = crate::auth::login::refreshed_cookie(app, settings, keys, client, &session);
+
+    let state = app.jupyter_state();
+    if state != JupyterState::Ready {
+        return (unavailable(settings, &req, state.describe()), true);
+    }
+    let wants_html = accepts_html(&req);
+    match app
+        .upstream
+        .forward(req, client, crate::auth::session::COOKIE_NAME)
+        .await
+    {
+        Ok(resp) => {
+            let mut resp = resp.map(Either::Left);
+            if let Some(cookie) = refresh {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            (resp, false)
+        }
+        Err(ProxyError::Connect(e)) => {
+            tracing::warn!("{e}");
+            (unavailable_for(settings, wants_html, "restarting"), true)
+        }
+        Err(ProxyError::Upstream(e)) => {
+            tracing::warn!("proxying to Jupyter failed: {e}");
+            (
+                error_page(
+                    settings,
+                    StatusCode::BAD_GATEWAY,
+                    "Jupyter did not answer properly; try again.",
+                ),
+                true,
+            )
+        }
+    }
+}
+
+/// Refuses paths whose meaning a decoder further on could change: dot
+/// segments, empty segments, backslashes, NULs and encoded slashes, also
+/// when percent-encoded (once or twice).
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("The path must start with /.");
+    }
+    let mut current = path.to_string();
+    for _ in 0..3 {
+        if current.contains('\\')
+            || current.contains('\0')
+            || current.bytes().any(|b| b < 0x20 || b == 0x7f)
+        {
+            return Err("The path holds a backslash or a control character.");
+        }
+        if current.contains("//") {
+            return Err("The path holds an empty segment (//).");
+        }
+        if current.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err("The path holds a . or .. segment.");
+        }
+        let lower = current.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+            return Err("The path holds an encoded slash, backslash or NUL.");
+        }
+        let decoded = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == current {
+            break;
+        }
+        current = decoded;
+    }
+    Ok(())
+}
+
+fn accepts_html(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+fn unavailable(settings: &Settings, req: &Request<Incoming>, state: &str) -> Response<Body> {
+    unavailable_for(settings, accepts_html(req), state)
+}
+
+fn unavailable_for(settings: &Settings, wants_html: bool, state: &str) -> Response<Body> {
+    let mut resp = if wants_html {
+        html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(settings.base_url(), state),
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"message": format!("Jupyter is {state}; try again shortly")}),
+        )
+    };
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    resp
+}
+
+fn health(app: &App) -> Response<Body> {
+    let state = app.jupyter_state();
+    let ok = state == JupyterState::Ready;
+    json(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "jupyter": state}),
+    )
+}
+
+/// Accepting connections: stops when told, and lets each connection finish.
+#[derive(Clone)]
+pub struct Door {
+    shutdown: watch::Receiver<bool>,
+    /// Held by every connection task; closed when all are done.
+    alive: mpsc::Sender<()>,
+    slots: Arc<Semaphore>,
+}
+
+/// The other side of [`Door`]: starts and awaits the drain.
+pub struct DoorKeeper {
+    shutdown: watch::Sender<bool>,
+    alive_rx: mpsc::Receiver<()>,
+    alive_tx: Option<mpsc::Sender<()>>,
+}
+
+impl DoorKeeper {
+    pub fn new(max_connections: usize) -> (DoorKeeper, Door) {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let door = Door {
+            shutdown: shutdown_rx,
+            alive: alive_tx.clone(),
+            slots: Arc::new(Semaphore::new(max_connections)),
+        };
+        (
+            DoorKeeper {
+                shutdown: shutdown_tx,
+                alive_rx,
+                alive_tx: Some(alive_tx),
+            },
+            door,
+        )
+    }
+
+    /// Stops accepting, asks open connections to finish, waits up to `deadline`.
+    /// Returns whether every connection finished in time.
+    pub async fn drain(mut self, deadline: std::time::Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        self.alive_tx = None;
+        tokio::time::timeout(deadline, self.alive_rx.recv())
+            .await
+            .is_ok()
+    }
+}
+
+/// Binds every address or fails naming the one that could not be bound.
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let _ = socket.set_reuseaddr(true);
+        let listener = socket
+            .bind(*addr)
+            .and_then(|()| socket.listen(1024))
+            .map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        " (another program uses this port: change server.listen or stop it)"
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+                    }
+                    std::io::ErrorKind::AddrNotAvailable => " (no interface has this address)",
+                    _ => "",
+                };
+                format!("cannot listen on {addr}: {e}{hint}")
+            })?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Accepts connections on `listener` until the door closes.
+pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
+    loop {
+        let permit = tokio::select! {
+            p = door.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = door.shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = door.shutdown.changed() => return,
+        };
+        let app = app.clone();
+        let door = door.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            app.connections.fetch_add(1, Ordering::Relaxed);
+            serve_connection(&app, stream, peer, door).await;
+            app.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr, mut door: Door) {
+    let _alive = door.alive.clone();
+    // Small kernel messages must not wait for a delayed ACK.
+    let _ = stream.set_nodelay(true);
+    let settings = app.settings();
+    let limits = &settings.config.limits;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.get())
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes as usize)
+        .max_headers(limits.max_headers as usize);
+
+    match &settings.tls {
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout.get(), acceptor.accept(stream));
+            let tls_stream = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            drive(app, http, TokioIo::new(tls_stream), peer, true, &mut door).await;
+        }
+        None => drive(app, http, TokioIo::new(stream), peer, false, &mut door).await,
+    }
+}
+
+async fn drive<I>(
+    app: &Arc<App>,
+    http: hyper::server::conn::http1::Builder,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    door: &mut Door,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let app = app.clone();
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(app, peer, tls, req).await) }
+    });
+    let conn = http.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        }
+        _ = door.shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_tricks_are_refused() {
+        for bad in [
+            "/login/../api/contents",
+            "/%2e%2e/api",
+            "/a/%2E%2E/b",
+            "//api",
+            "/api%2fcontents",
+            "/%252e%252e/api",
+            "/api\\x",
+            "/a/./b",
+            "/%2F%2Fevil",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "/",
+            "/tree",
+            "/api/contents/My%20Notebook.ipynb",
+            "/files/a.b/c..d",
+            "/api/contents/%C3%A4.txt",
+        ] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! TLS: the configured certificate and key files → a rustls server config.
+//!
+//! TLS 1.2 and 1.3, ALPN `http/1.1` (WebSockets need HTTP/1.1 upgrades).
+//! Loaded at start and again at each reload; a reload with broken files
+//! keeps the old config.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::crypto::ring;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}{hint}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: String, what: String },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::NotFound => {
+                " (make one with `sudo nbctl cert generate`, or install yours with `sudo nbctl cert install CERT KEY`)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (the service runs as user notebook: the key must be readable by group notebook; `sudo nbctl cert install CERT KEY` sets that up)"
+            }
+            _ => "",
+        };
+        TlsError::Read {
+            path: path.display().to_string(),
+            source,
+            hint,
+        }
+    })
+}
+
+/// The certificate chain and key from PEM files, checked to belong together.
+pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+    let invalid = |path: &Path, what: String| TlsError::Invalid {
+        path: path.display().to_string(),
+        what,
+    };
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(cert_path, format!("not a PEM certificate file ({e})")))?;
+    if chain.is_empty() {
+        return Err(invalid(
+            cert_path,
+            "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        invalid(
+            key_path,
+            format!("no usable private key ({e}); expected a PEM PKCS#8, PKCS#1 or SEC1 key"),
+        )
+    })?;
+    let provider = ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| invalid(key_path, format!("unsupported private key ({e})")))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            return Err(invalid(
+                key_path,
+                format!(
+                    "this key does not belong to the certificate in {}",
+                    cert_path.display()
+                ),
+            ));
+        }
+        // The key's public half could not be computed: nothing to compare, accept.
+        Err(_) => {}
+    }
+    Ok(certified)
+}
+
+/// A rustls server config for the certificate and key files.
+pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let certified = load_certified_key(cert_path, key_path)?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Invalid {
+            path: cert_path.display().to_string(),
+            what: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCert(Arc::new(certified))));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct SingleCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for SingleCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
