@@ -1,0 +1,13 @@
+//! notebookd's integration tests: one binary, real parts (the notebookd
+//! binary, a real Jupyter from the pinned venv, real TLS, real WebSockets).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)] // shared helpers; not every test binary build uses all of them
+mod support;
+
+mod config;
+mod passwords;
+mod proxy;
+mod sd_notify;
+mod supervise;

@@ -1,0 +1,161 @@
+//! A minimal Jupyter kernel client over the WebSocket, speaking the
+//! `v1.kernel.websocket.jupyter.org` binary framing through notebookd.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+pub const SUBPROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
+
+/// Packs a message for the v1 protocol: offsets, channel, header, parent, metadata, content.
+pub fn pack_v1(channel: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+    let n = 1 + 1 + parts.len();
+    let mut offsets = Vec::with_capacity(n);
+    offsets.push(8 * (1 + n) as u64);
+    offsets.push(offsets[0] + channel.len() as u64);
+    for p in parts {
+        let last = *offsets.last().expect("offset");
+        offsets.push(last + p.len() as u64);
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    for o in &offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out.extend_from_slice(channel.as_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// Unpacks a v1 message into its channel and JSON parts.
+pub fn unpack_v1(data: &[u8]) -> Option<(String, Vec<Value>)> {
+    let word = |i: usize| -> Option<usize> {
+        Some(u64::from_le_bytes(data.get(8 * i..8 * i + 8)?.try_into().ok()?) as usize)
+    };
+    let n = word(0)?;
+    let offsets: Vec<usize> = (1..=n).map(word).collect::<Option<_>>()?;
+    let channel = std::str::from_utf8(data.get(offsets[0]..offsets[1])?)
+        .ok()?
+        .to_string();
+    let mut parts = Vec::new();
+    for w in offsets[1..].windows(2) {
+        let bytes = data.get(w[0]..w[1])?;
+        parts.push(serde_json::from_slice(bytes).unwrap_or(Value::Null));
+    }
+    Some((channel, parts))
+}
+
+/// Outcome of running code: what appeared on stdout and the display data seen.
+#[derive(Debug, Default)]
+pub struct Execution {
+    pub stdout: String,
+    pub display_mimetypes: Vec<String>,
+    pub status: String,
+}
+
+/// Connects to `ws_url` (.../api/kernels/ID/channels) with the given cookies
+/// and runs `code`, collecting outputs until the kernel is idle again.
+pub async fn execute(
+    ws_url: &str,
+    cookie_header: &str,
+    origin: &str,
+    code: &str,
+) -> Result<Execution, String> {
+    let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
+    let h = request.headers_mut();
+    h.insert(
+        "Cookie",
+        HeaderValue::from_str(cookie_header).map_err(|e| e.to_string())?,
+    );
+    h.insert(
+        "Origin",
+        HeaderValue::from_str(origin).map_err(|e| e.to_string())?,
+    );
+    h.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    let connector = tokio_tungstenite::Connector::Rustls(super::rustls_client());
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+            .await
+            .map_err(|e| match e {
+                WsError::Http(r) => format!("upgrade refused: HTTP {}", r.status()),
+                e => e.to_string(),
+            })?;
+    let proto = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if proto != SUBPROTOCOL {
+        return Err(format!("server chose subprotocol {proto:?}"));
+    }
+    let msg_id = format!("test-{}", std::process::id());
+    let header = json!({
+        "msg_id": msg_id, "session": "notebookd-test", "username": "test",
+        "msg_type": "execute_request", "version": "5.3", "date": "2024-01-01T00:00:00Z"
+    });
+    let content = json!({"code": code, "silent": false, "store_history": false,
+        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
+    let parts = [header, json!({}), json!({}), content]
+        .iter()
+        .map(|v| serde_json::to_vec(v).expect("json"))
+        .collect::<Vec<_>>();
+    ws.send(Message::Binary(pack_v1("shell", &parts).into()))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut out = Execution::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut replied = false;
+    let mut idle = false;
+    while !(replied && idle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .map_err(|_| format!("no reply within 60s; so far {out:?}"))?
+            .ok_or("the WebSocket closed")?
+            .map_err(|e| e.to_string())?;
+        let Message::Binary(data) = msg else { continue };
+        let Some((channel, parts)) = unpack_v1(&data) else {
+            continue;
+        };
+        let [header, parent, _meta, content, ..] = parts.as_slice() else {
+            continue;
+        };
+        if parent.get("msg_id").and_then(Value::as_str) != Some(msg_id.as_str()) {
+            continue;
+        }
+        match (channel.as_str(), header["msg_type"].as_str().unwrap_or("")) {
+            ("iopub", "stream") if content["name"] == "stdout" => {
+                out.stdout.push_str(content["text"].as_str().unwrap_or(""));
+            }
+            ("iopub", "display_data") | ("iopub", "execute_result") => {
+                if let Some(data) = content["data"].as_object() {
+                    out.display_mimetypes.extend(data.keys().cloned());
+                }
+            }
+            ("iopub", "error") => {
+                out.stdout.push_str(&format!(
+                    "ERROR: {}: {}",
+                    content["ename"], content["evalue"]
+                ));
+            }
+            ("iopub", "status") if content["execution_state"] == "idle" => idle = true,
+            ("shell", "execute_reply") => {
+                out.status = content["status"].as_str().unwrap_or("").to_string();
+                replied = true;
+            }
+            _ => {}
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(out)
+}
