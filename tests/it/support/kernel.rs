@@ -108,7 +108,7 @@ pub async fn execute(
         .iter()
         .map(|v| serde_json::to_vec(v).expect("json"))
         .collect::<Vec<_>>();
-    ws.send(Message::Binary(pack_v1("shell", &parts).into()))
+    ws.send(Message::Binary(pack_v1("shell", &parts)))
         .await
         .map_err(|e| e.to_string())?;
 
