@@ -7,7 +7,9 @@
 mod support;
 
 mod config;
+mod nginx;
 mod passwords;
 mod proxy;
 mod sd_notify;
 mod supervise;
+mod systemd;

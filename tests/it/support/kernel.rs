@@ -67,6 +67,18 @@ pub async fn execute(
     origin: &str,
     code: &str,
 ) -> Result<Execution, String> {
+    execute_trusting(ws_url, cookie_header, origin, code, super::rustls_client()).await
+}
+
+/// [`execute`] over a TLS connection verified with `tls` (e.g. trusting a
+/// server's own self-signed certificate).
+pub async fn execute_trusting(
+    ws_url: &str,
+    cookie_header: &str,
+    origin: &str,
+    code: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Execution, String> {
     let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
     let h = request.headers_mut();
     h.insert(
@@ -81,7 +93,7 @@ pub async fn execute(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
-    let connector = tokio_tungstenite::Connector::Rustls(super::rustls_client());
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
     let (mut ws, resp) =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
             .await
