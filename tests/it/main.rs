@@ -8,8 +8,10 @@ mod support;
 
 mod config;
 mod nginx;
+mod package;
 mod passwords;
 mod proxy;
 mod sd_notify;
 mod supervise;
+mod supervisord;
 mod systemd;

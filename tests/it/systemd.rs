@@ -5,7 +5,6 @@
 //! hardened unit, restart, reload, crashes, the watchdog, upgrade, remove and
 //! purge.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -91,32 +90,6 @@ fn unit_file_verifies_and_is_hardened() {
     }
 }
 
-/// The shipped config with `server.listen` set to `listen`.
-pub fn preseeded_config(listen: &str) -> String {
-    let shipped = std::fs::read_to_string(repo_root().join("etc/notebook.toml")).unwrap();
-    let default = "#listen = \"0.0.0.0:9999\"";
-    assert!(
-        shipped.contains(default),
-        "etc/notebook.toml lost {default}"
-    );
-    shipped.replacen(default, &format!("listen = \"{listen}\""), 1)
-}
-
-/// Installs `deb` in the container with apt, keeping a preseeded config.
-pub fn apt_install(c: &Container, deb: &Path) -> String {
-    let name = deb.file_name().unwrap().to_string_lossy().to_string();
-    c.copy_in(deb, &format!("/tmp/{name}"));
-    let started = Instant::now();
-    let out = c.ok(&format!(
-        "apt-get install -y -q -o Dpkg::Options::=--force-confold /tmp/{name} 2>&1"
-    ));
-    eprintln!(
-        "apt-get install {name}: {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    out
-}
-
 /// The main PID of notebook.service (in the container's PID namespace).
 fn main_pid(c: &Container) -> String {
     c.unit_property("notebook", "MainPID")
@@ -134,34 +107,13 @@ fn jupyter_pids(c: &Container) -> Vec<i32> {
         .collect()
 }
 
-/// Waits until `GET api/contents/hello.ipynb` answers 200 for a fresh login.
+/// Waits until notebookd serves again and still has hello.ipynb.
 async fn wait_serving(base: &str, ca: &[u8], what: &str) -> Browser {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let b = Browser::trusting(base, ca, None);
-        let ok = match b
-            .client
-            .post(b.url("login"))
-            .form(&[("password", PASSWORD), ("next", "/tree")])
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 303 => b
-                .get("api/contents/hello.ipynb")
-                .await
-                .status()
-                .is_success(),
-            _ => false,
-        };
-        if ok {
-            return b;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: notebookd did not serve hello.ipynb again within 90s"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    eprintln!("waiting for notebookd to serve {what}");
+    let b = Browser::wait_logged_in(base, ca, PASSWORD, Duration::from_secs(90)).await;
+    let nb = b.get("api/contents/hello.ipynb").await.status();
+    assert_eq!(nb, 200, "{what}: hello.ipynb is gone");
+    b
 }
 
 const PLOT: &str = r#"import numpy as np
@@ -190,11 +142,11 @@ async fn deb_lifecycle_in_booted_debian() {
     // network) and has dpkg keep it (--force-confold).
     c.write(
         "/etc/notebook/notebook.toml",
-        &preseeded_config(&format!("127.0.0.1:{port}")),
+        &container::preseeded_config(&format!("127.0.0.1:{port}")),
     );
 
     // Install: apt resolves the Depends and installs Debian's Jupyter.
-    let out = apt_install(&c, &pkgs.deb);
+    let out = c.apt_install(&pkgs.deb);
     for pulled in ["python3-notebook", "jupyter-notebook", "python3-ipykernel"] {
         assert!(out.contains(pulled), "apt did not install {pulled}:\n{out}");
     }
@@ -351,7 +303,7 @@ async fn deb_lifecycle_in_booted_debian() {
     // and notebooks kept.
     let pid = main_pid(&c);
     let config_before = std::fs::read_to_string(&config).unwrap();
-    apt_install(&c, &pkgs.deb_next);
+    c.apt_install(&pkgs.deb_next);
     assert_eq!(
         c.ok("dpkg-query -W -f='${Version}' notebookd"),
         packages::version(2)

@@ -68,6 +68,17 @@ pub fn tree() -> PathBuf {
     .clone()
 }
 
+/// The shipped config with `server.listen` set to `listen`.
+pub fn preseeded_config(listen: &str) -> String {
+    let shipped = std::fs::read_to_string(repo_root().join("etc/notebook.toml")).unwrap();
+    let default = "#listen = \"0.0.0.0:9999\"";
+    assert!(
+        shipped.contains(default),
+        "etc/notebook.toml lost {default}"
+    );
+    shipped.replacen(default, &format!("listen = \"{listen}\""), 1)
+}
+
 /// The cgroup hierarchies systemd uses on this host: just the unified one, or
 /// (hybrid layout) the named v1 `systemd` hierarchy plus the unified one.
 fn cgroup_roots() -> Vec<PathBuf> {
@@ -295,6 +306,27 @@ impl Container {
         let run = self.sh(script);
         assert_eq!(run.code, Some(0), "{run}");
         run.stdout
+    }
+
+    /// Installs a .deb with apt (resolving its Depends from the tree's apt
+    /// cache), keeping a config put in place before (`--force-confold`).
+    /// Returns apt's output.
+    pub fn apt_install(&self, deb: &Path) -> String {
+        let name = deb
+            .file_name()
+            .expect("a .deb file name")
+            .to_string_lossy()
+            .to_string();
+        self.copy_in(deb, &format!("/tmp/{name}"));
+        let started = Instant::now();
+        let out = self.ok(&format!(
+            "apt-get install -y -q -o Dpkg::Options::=--force-confold /tmp/{name} 2>&1"
+        ));
+        eprintln!(
+            "apt-get install {name}: {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        out
     }
 
     /// Copies a host file into the container.

@@ -510,6 +510,36 @@ impl Browser {
             .expect("run code in the kernel")
     }
 
+    /// Keeps trying to log in to the site at `base` (trusting `ca_pem`) until
+    /// notebookd accepts `password` and its API answers; panics after `timeout`.
+    pub async fn wait_logged_in(
+        base: &str,
+        ca_pem: &[u8],
+        password: &str,
+        timeout: Duration,
+    ) -> Browser {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let b = Browser::trusting(base, ca_pem, None);
+            let login = b
+                .client
+                .post(b.url("login"))
+                .form(&[("password", password), ("next", "/")])
+                .send()
+                .await;
+            if let Ok(r) = login {
+                if r.status() == 303 && b.get("api/contents").await.status() == 200 {
+                    return b;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "could not log in to {base} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Logs in with `password`; panics unless notebookd answers 303.
     pub async fn login(&self, password: &str) {
         let path = reqwest::Url::parse(&self.base)
