@@ -67,7 +67,7 @@ fn cookie_for(
         &keys.encode(s),
         settings.base_url(),
         client.https,
-        settings.headers.cross_site_cookies && client.https,
+        settings.headers.cross_site_cookies(client.https),
         keys.max_age(s, now),
     )
 }
@@ -330,7 +330,7 @@ pub fn logout(
             "",
             base,
             client.https,
-            settings.headers.cross_site_cookies && client.https,
+            settings.headers.cross_site_cookies(client.https),
             0,
         ),
     );
