@@ -63,7 +63,8 @@ pub fn jupyter_command() -> String {
     venv().join("bin/jupyter").display().to_string()
 }
 
-/// A test CA and a leaf certificate for localhost, 127.0.0.1 and ::1, made with openssl(1).
+/// A test CA and a leaf certificate for localhost, 127.0.0.1 and ::1 (and, for the
+/// browser tests, notebook.test, site.test and evil.test), made with openssl(1).
 pub struct TestCerts {
     pub dir: tempfile::TempDir,
 }
@@ -104,7 +105,7 @@ pub fn certs() -> &'static TestCerts {
         let d = dir.path();
         std::fs::write(
             d.join("leaf.ext"),
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n",
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,DNS:notebook.test,DNS:site.test,DNS:evil.test\n",
         )
         .expect("write leaf.ext");
         openssl(d, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3", "-subj", "/CN=notebookd test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
