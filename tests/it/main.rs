@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod config;
+mod front_door;
 mod passwords;
 mod proxy;
 mod sd_notify;

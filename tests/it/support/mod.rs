@@ -131,6 +131,9 @@ pub struct Options {
     pub jupyter_command: Option<String>,
     /// Extra TOML appended to the generated config (whole sections).
     pub extra: String,
+    /// Single settings as (table, `key = value`), put into that table (which
+    /// may be one the generated config already has, like `auth`).
+    pub settings: Vec<(&'static str, String)>,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
 }
@@ -143,6 +146,7 @@ impl Default for Options {
             password_hash: Some(PASSWORD_HASH.into()),
             jupyter_command: None,
             extra: String::new(),
+            settings: Vec::new(),
             env: Vec::new(),
             wait_ready: true,
         }
@@ -199,6 +203,19 @@ impl Notebookd {
 
     /// The config text this instance runs with.
     pub fn config_text(&self) -> String {
+        let mut text = self.base_config_text();
+        for (table, line) in &self.opts.settings {
+            let header = format!("[{table}]\n");
+            if text.contains(&header) {
+                text = text.replacen(&header, &format!("{header}{line}\n"), 1);
+            } else {
+                text.push_str(&format!("\n{header}{line}\n"));
+            }
+        }
+        text
+    }
+
+    fn base_config_text(&self) -> String {
         let o = &self.opts;
         let certs = certs();
         let hash = o.password_hash.clone().unwrap_or_default();
