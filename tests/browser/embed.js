@@ -44,8 +44,12 @@ scenario(async ({ cfg, context }) => {
   // New > Python 3: in a frame the notebook opens in the frame, not in a new tab.
   const pagesBefore = context.pages().length;
   await frame.locator('.lm-MenuBar-item', { hasText: 'New' }).first().click();
+  const newTab = context.waitForEvent('page', { timeout: 90000 }).then(
+    (p) => { throw new Error(`the notebook opened in a new tab (${p.url()}), not in the frame`); },
+    () => {},
+  );
   await frame.locator('.lm-Menu-item[data-command="notebook:create-new"]').first().click();
-  await frame.waitForURL(/\/notebooks\/Untitled.*\.ipynb$/);
+  await Promise.race([frame.waitForURL(/\/notebooks\/Untitled.*\.ipynb$/), newTab]);
   check(context.pages().length === pagesBefore, 'a new tab was opened');
   check(page.url() === `${cfg.site}/embed`, `the top page moved: ${page.url()}`);
   await frame.waitForSelector('.jp-Notebook .jp-CodeCell .cm-content');
