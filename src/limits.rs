@@ -33,7 +33,7 @@ const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
 X-Content-Type-Options: nosniff\r\n\
 Connection: close\r\n\
-Content-Length: 69\r\n\
+Content-Length: 67\r\n\
 \r\n\
 The request headers took too long (limits.header_read_timeout).\r\n\r\n";
 
@@ -287,5 +287,21 @@ impl<B: Body + Unpin> Body for ResponseBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_timeout_response_has_the_right_length() {
+        let text = std::str::from_utf8(super::REQUEST_TIMEOUT).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(declared, body.len());
     }
 }
