@@ -16,11 +16,11 @@ pub fn init() {
             return;
         }
     }
-    // Colours only on a terminal: supervisord's log files and pipes get plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        // Colours for a terminal only: supervisord and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

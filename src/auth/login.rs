@@ -67,7 +67,7 @@ fn cookie_for(
         &keys.encode(s),
         settings.base_url(),
         client.https,
-        settings.headers.cross_site_cookies && client.https,
+        settings.headers.cross_site_cookies(client.https),
         keys.max_age(s, now),
     )
 }
@@ -298,7 +298,8 @@ fn too_many(
     msg: &str,
 ) -> Response<Body> {
     let mut resp = html(status, pages::login(base, next, Some(msg)));
-    let secs = wait.as_secs().max(1);
+    // Rounded up: a client that waits exactly this long is let in.
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -330,7 +331,7 @@ pub fn logout(
             "",
             base,
             client.https,
-            settings.headers.cross_site_cookies && client.https,
+            settings.headers.cross_site_cookies(client.https),
             0,
         ),
     );

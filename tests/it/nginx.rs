@@ -169,7 +169,7 @@ async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
     let n = Notebookd::start_with(Options {
         tls: false,
         base_url: "/notebook/".into(),
-        server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+        settings: vec![("server", "trusted_proxies = [\"127.0.0.1\"]".into())],
         ..Options::default()
     });
     let (https, http) = (free_port(), free_port());

@@ -65,7 +65,8 @@ pub fn jupyter_command() -> String {
     venv().join("bin/jupyter").display().to_string()
 }
 
-/// A test CA and a leaf certificate for localhost, 127.0.0.1 and ::1, made with openssl(1).
+/// A test CA and a leaf certificate for localhost, 127.0.0.1 and ::1 (and, for the
+/// browser tests, notebook.test, site.test and evil.test), made with openssl(1).
 pub struct TestCerts {
     pub dir: tempfile::TempDir,
 }
@@ -106,7 +107,7 @@ pub fn certs() -> &'static TestCerts {
         let d = dir.path();
         std::fs::write(
             d.join("leaf.ext"),
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n",
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,DNS:notebook.test,DNS:site.test,DNS:evil.test\n",
         )
         .expect("write leaf.ext");
         openssl(d, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3", "-subj", "/CN=notebookd test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
@@ -132,8 +133,9 @@ pub struct Options {
     pub jupyter_command: Option<String>,
     /// Extra TOML appended to the generated config (whole sections).
     pub extra: String,
-    /// Extra lines for the `[server]` section, e.g. `trusted_proxies = [...]`.
-    pub server_extra: String,
+    /// Single settings as (table, `key = value`), put into that table (which
+    /// may be one the generated config already has, like `auth`).
+    pub settings: Vec<(&'static str, String)>,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
 }
@@ -146,7 +148,7 @@ impl Default for Options {
             password_hash: Some(PASSWORD_HASH.into()),
             jupyter_command: None,
             extra: String::new(),
-            server_extra: String::new(),
+            settings: Vec::new(),
             env: Vec::new(),
             wait_ready: true,
         }
@@ -203,12 +205,25 @@ impl Notebookd {
 
     /// The config text this instance runs with.
     pub fn config_text(&self) -> String {
+        let mut text = self.base_config_text();
+        for (table, line) in &self.opts.settings {
+            let header = format!("[{table}]\n");
+            if text.contains(&header) {
+                text = text.replacen(&header, &format!("{header}{line}\n"), 1);
+            } else {
+                text.push_str(&format!("\n{header}{line}\n"));
+            }
+        }
+        text
+    }
+
+    fn base_config_text(&self) -> String {
         let o = &self.opts;
         let certs = certs();
         let hash = o.password_hash.clone().unwrap_or_default();
         let command = o.jupyter_command.clone().unwrap_or_else(jupyter_command);
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nbase_url = \"{base}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\nshutdown_timeout = \"3s\"\n{server_extra}\n\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nbase_url = \"{base}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\nshutdown_timeout = \"3s\"\n\n\
              [tls]\nenabled = {tls}\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [auth]\npassword_hash = \"{hash}\"\n\n\
              [jupyter]\ncommand = \"{command}\"\nroot_dir = \"{root}\"\nstop_timeout = \"10s\"\n\n{extra}",
@@ -221,7 +236,6 @@ impl Notebookd {
             key = certs.key().display(),
             root = self.root_dir().display(),
             extra = o.extra,
-            server_extra = o.server_extra,
         )
     }
 
