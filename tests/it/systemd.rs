@@ -37,12 +37,26 @@ fn unit_file_verifies_and_is_hardened() {
     }
     let unit = repo_root().join("systemd/notebook.service");
 
-    // `verify` checks that the Exec= programs exist: give it a root where
-    // they do (the built notebookd, and kill from the host).
+    // `verify` checks that the Exec= programs and the units it depends on
+    // exist: give it a root where they do (the built notebookd, kill and the
+    // targets from the host).
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     for dir in ["usr/sbin", "bin", "usr/lib/systemd/system"] {
         std::fs::create_dir_all(r.join(dir)).unwrap();
+    }
+    for entry in std::fs::read_dir("/usr/lib/systemd/system")
+        .unwrap()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "target") {
+            std::fs::copy(
+                &path,
+                r.join("usr/lib/systemd/system").join(entry.file_name()),
+            )
+            .unwrap();
+        }
     }
     std::fs::copy(
         env!("CARGO_BIN_EXE_notebookd"),
