@@ -50,6 +50,12 @@ build_packages() {
     export PATH=$TOOLS/bin:$PATH
     say "building notebookd and nbctl (profile dist: release, stripped)"
     cargo build --profile dist --locked --bins --quiet --manifest-path "$ROOT/Cargo.toml"
+    # Man pages and completions, generated from the clap definitions by the
+    # binary just built; man pages gzipped as both package formats want.
+    local target=${CARGO_TARGET_DIR:-$ROOT/target} docs=$ROOT/target/docs
+    rm -rf "$docs"
+    "$target/dist/nbctl" generate-docs "$docs" >/dev/null
+    gzip -9n "$docs"/man/man*/*
     mkdir -p "$OUT"
     say "building the .deb (revision $REVISION)"
     (cd "$ROOT" && cargo deb --no-build --profile dist --deb-revision "$REVISION" --output "$OUT") >&2

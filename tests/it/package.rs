@@ -99,12 +99,6 @@ const FILES: &[(&str, &str, &str, &str)] = &[
         "root",
     ),
     (
-        "/usr/share/zsh/vendor-completions/_nbctl",
-        "-rw-r--r--",
-        "root",
-        "root",
-    ),
-    (
         "/usr/share/fish/vendor_completions.d/nbctl.fish",
         "-rw-r--r--",
         "root",
@@ -212,6 +206,8 @@ fn deb_contents_scripts_and_lintian() {
             "{path}"
         );
     }
+    // zsh completions where Debian's zsh looks.
+    assert!(files.contains_key("/usr/share/zsh/vendor-completions/_nbctl"));
     // Shipped 0644 (no password in it yet); postinst makes it root:notebook 0640.
     assert_eq!(files["/etc/notebook/notebook.toml"].0, "-rw-r--r--");
     assert!(files.contains_key("/usr/share/doc/notebookd/changelog.Debian.gz"));
@@ -368,12 +364,21 @@ fn rpm_contents_scripts_and_rpmlint() {
     let rpm_files: Vec<_> = FILES
         .iter()
         .map(|(p, m, u, g)| (p.to_string(), m.to_string(), u.to_string(), g.to_string()))
-        .chain([(
-            "/etc/notebook/notebook.toml".to_string(),
-            "-rw-r-----".to_string(),
-            "root".to_string(),
-            "notebook".to_string(),
-        )])
+        .chain([
+            (
+                "/etc/notebook/notebook.toml".to_string(),
+                "-rw-r-----".to_string(),
+                "root".to_string(),
+                "notebook".to_string(),
+            ),
+            // zsh completions where Fedora's and openSUSE's zsh look.
+            (
+                "/usr/share/zsh/site-functions/_nbctl".to_string(),
+                "-rw-r--r--".to_string(),
+                "root".to_string(),
+                "root".to_string(),
+            ),
+        ])
         .collect();
     for (path, mode, user, group) in &rpm_files {
         let got = files
