@@ -279,7 +279,7 @@ pub enum ConfigCommand {
     Set {
         #[arg(value_name = "KEY")]
         key: String,
-        #[arg(value_name = "VALUE", required = true, num_args = 1.., allow_hyphen_values = true)]
+        #[arg(value_name = "VALUE", required = true, num_args = 1..)]
         values: Vec<String>,
         #[command(flatten)]
         reload: ReloadFlag,

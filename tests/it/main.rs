@@ -7,6 +7,7 @@
 mod support;
 
 mod config;
+mod nbctl;
 mod passwords;
 mod proxy;
 mod sd_notify;
