@@ -237,6 +237,7 @@ pub struct CertInstallArgs {
 pub enum EmbedCommand {
     /// Allows ORIGIN (e.g. https://my.example.com or https://*.example.com) to embed the notebook.
     Allow {
+        /// scheme://host[:port], e.g. https://my.example.com or https://*.example.com.
         #[arg(value_name = "ORIGIN")]
         origin: String,
         #[command(flatten)]
@@ -244,6 +245,7 @@ pub enum EmbedCommand {
     },
     /// Stops allowing ORIGIN to embed the notebook.
     Deny {
+        /// An origin now in the list (`nbctl embed list`).
         #[arg(value_name = "ORIGIN")]
         origin: String,
         #[command(flatten)]
@@ -266,6 +268,7 @@ pub enum ConfigCommand {
     },
     /// Prints the effective value of KEY (e.g. server.listen).
     Get {
+        /// A dotted key such as server.listen, or a section such as auth.
         #[arg(value_name = "KEY")]
         key: String,
     },
@@ -277,8 +280,12 @@ pub enum ConfigCommand {
     /// `nbctl config set auth.session_lifetime 1d`,
     /// `nbctl config set jupyter.env.MPLBACKEND Agg`.
     Set {
+        /// A dotted key such as server.listen or jupyter.env.NAME.
         #[arg(value_name = "KEY")]
         key: String,
+        /// The value: a string, number or true/false as the key takes; a list
+        /// takes several (or one TOML list such as '["a", "b"]'). Put `--`
+        /// before values that start with a dash.
         #[arg(value_name = "VALUE", required = true, num_args = 1..)]
         values: Vec<String>,
         #[command(flatten)]
@@ -286,6 +293,7 @@ pub enum ConfigCommand {
     },
     /// Removes KEY from the file, so that its default applies.
     Unset {
+        /// A dotted key such as server.base_url.
         #[arg(value_name = "KEY")]
         key: String,
         #[command(flatten)]
