@@ -9,6 +9,7 @@ mod support;
 mod browser;
 mod config;
 mod front_door;
+mod nbctl;
 mod passwords;
 mod proxy;
 mod sd_notify;
