@@ -314,6 +314,25 @@ pub fn logout(
     req: &Request<Incoming>,
 ) -> Response<Body> {
     let base = settings.base_url();
+    // Logout is a GET (Jupyter's UI navigates to it), so another site could
+    // embed it as an image to log the user out; browsers say so in Sec-Fetch-Site.
+    let from_elsewhere = matches!(
+        req.headers()
+            .get("sec-fetch-site")
+            .map(HeaderValue::as_bytes),
+        Some(b"cross-site" | b"same-site")
+    );
+    if from_elsewhere {
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error(
+                base,
+                403,
+                "Forbidden",
+                "Another site asked to log you out; use the notebook's own Log Out instead.",
+            ),
+        );
+    }
     if let Some(keys) = &settings.keys {
         if let Some(session) = current_session(app, keys, req.headers()) {
             let until = session.issued + settings.config.auth.session_lifetime.get().as_secs();

@@ -138,6 +138,10 @@ pub struct Options {
     pub settings: Vec<(&'static str, String)>,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
+    /// `server.listen` as a TOML value in which `{port}` stands for the
+    /// instance's port, e.g. `["127.0.0.1:{port}", "[::1]:{port}"]`;
+    /// `None`: `"127.0.0.1:{port}"`.
+    pub listen: Option<String>,
 }
 
 impl Default for Options {
@@ -151,6 +155,7 @@ impl Default for Options {
             settings: Vec::new(),
             env: Vec::new(),
             wait_ready: true,
+            listen: None,
         }
     }
 }
@@ -223,11 +228,15 @@ impl Notebookd {
         let hash = o.password_hash.clone().unwrap_or_default();
         let command = o.jupyter_command.clone().unwrap_or_else(jupyter_command);
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nbase_url = \"{base}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\nshutdown_timeout = \"3s\"\n\n\
+            "[server]\nlisten = {listen}\nbase_url = \"{base}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\nshutdown_timeout = \"3s\"\n\n\
              [tls]\nenabled = {tls}\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [auth]\npassword_hash = \"{hash}\"\n\n\
              [jupyter]\ncommand = \"{command}\"\nroot_dir = \"{root}\"\nstop_timeout = \"10s\"\n\n{extra}",
-            port = self.port,
+            listen = o
+                .listen
+                .as_deref()
+                .unwrap_or("\"127.0.0.1:{port}\"")
+                .replace("{port}", &self.port.to_string()),
             base = o.base_url,
             state = self.state_dir().display(),
             run = self.runtime_dir().display(),
