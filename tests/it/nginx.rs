@@ -148,6 +148,43 @@ fn render_site(upstream: u16, https: u16, http: u16, cert: &Path, key: &Path) ->
     site
 }
 
+/// The example's step 1 (`sudo nbctl config set ...` lines), run on a copy
+/// of the shipped config, configures notebookd as the site expects.
+#[test]
+fn nginx_example_nbctl_steps_configure_notebookd() {
+    let example =
+        std::fs::read_to_string(repo_root().join("packaging/examples/nginx-notebook.conf"))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notebook.toml");
+    std::fs::copy(repo_root().join("etc/notebook.toml"), &config).unwrap();
+    let steps: Vec<&str> = example
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').trim().strip_prefix("sudo nbctl "))
+        .collect();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    for step in steps {
+        let out = Command::new(env!("CARGO_BIN_EXE_nbctl"))
+            .args(step.split_whitespace())
+            .arg("--config")
+            .arg(&config)
+            .arg("--no-reload")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nbctl {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let c = notebookd::config::Config::load(&config).unwrap();
+    assert_eq!(c.server.listen.0, ["127.0.0.1:9999".parse().unwrap()]);
+    assert_eq!(c.server.base_url.as_str(), "/notebook/");
+    assert_eq!(c.server.trusted_proxies.len(), 1);
+    assert!(c.server.trusted_proxies[0].contains("127.0.0.1".parse().unwrap()));
+    assert!(!c.tls.enabled);
+}
+
 /// `client=ADDRESS` of notebookd's log lines that contain `event`.
 fn logged_clients(n: &Notebookd, event: &str) -> Vec<String> {
     n.log()
