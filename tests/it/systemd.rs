@@ -22,9 +22,8 @@ fn exposure(output: &str) -> f64 {
         .lines()
         .find(|l| l.contains("Overall exposure level"))
         .unwrap_or_else(|| panic!("no exposure level in:\n{output}"));
-    line.rsplit(':')
-        .next()
-        .and_then(|rest| rest.split_whitespace().next())
+    line.split_once("notebook.service:")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the exposure in {line:?}"))
 }

@@ -426,7 +426,7 @@ impl Drop for Container {
         // A failed test: the journal explains more than the assertion, and it
         // vanishes with the container.
         if std::thread::panicking() && self.nspawn.is_some() {
-            let journal = self.sh("journalctl --no-pager -n 150 -o short-monotonic");
+            let journal = self.sh("journalctl --no-pager -o short-monotonic | tail -n 150");
             eprintln!(
                 "--- last journal lines of container {}:\n{}",
                 self.machine, journal.stdout
