@@ -95,8 +95,16 @@ async fn shipped_supervisord_example_restarts_without_orphans() {
             "pid {pid} runs as user notebook"
         );
     }
-    let status = c.ok("supervisorctl status notebook");
-    assert!(status.contains("RUNNING"), "{status}");
+    // RUNNING once it has stayed up for startsecs.
+    c.wait_for(
+        "supervisorctl status: RUNNING",
+        Duration::from_secs(30),
+        || {
+            c.sh("supervisorctl status notebook")
+                .stdout
+                .contains("RUNNING")
+        },
+    );
 
     c.ok("supervisorctl restart notebook");
     Browser::wait_logged_in(&base, &ca, PASSWORD, Duration::from_secs(90)).await;
