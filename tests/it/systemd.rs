@@ -129,6 +129,22 @@ async fn wait_serving(base: &str, ca: &[u8], what: &str) -> Browser {
     b
 }
 
+/// The drop-in that notebook.service's header gives under `title`.
+fn documented_drop_in(title: &str) -> String {
+    let unit = std::fs::read_to_string(repo_root().join("systemd/notebook.service")).unwrap();
+    let mut lines = unit.lines().skip_while(|l| !l.contains(title)).skip(1);
+    let text: String = lines
+        .by_ref()
+        .map_while(|l| l.strip_prefix("#       "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        text.starts_with("[Service]\n") && text.lines().count() > 1,
+        "no drop-in under {title:?} in notebook.service: {text:?}"
+    );
+    text
+}
+
 const PLOT: &str = r#"import numpy as np
 import matplotlib
 import matplotlib.pyplot as plt
@@ -311,6 +327,46 @@ async fn deb_lifecycle_in_booted_debian() {
     std::fs::remove_file(c.path("/etc/systemd/system/notebook.service.d/watchdog-test.conf"))
         .unwrap();
     c.ok("systemctl daemon-reload && systemctl restart notebook");
+
+    // A port below 1024: refused without a capability, served with the
+    // drop-in the unit's header documents (taken from there verbatim).
+    let low = (900..1024)
+        .rev()
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1024");
+    c.ok(&format!(
+        "nbctl config set server.listen 127.0.0.1:{low} --no-reload"
+    ));
+    let refused = c.sh("systemctl restart notebook");
+    assert_ne!(refused.code, Some(0), "{refused}");
+    c.wait_for(
+        "the bind error in the journal",
+        Duration::from_secs(10),
+        || {
+            c.journal("notebook").contains(&format!(
+                "cannot listen on 127.0.0.1:{low}: Permission denied"
+            ))
+        },
+    );
+    c.write(
+        "/etc/systemd/system/notebook.service.d/low-port.conf",
+        &documented_drop_in("A port below 1024"),
+    );
+    c.ok(
+        "systemctl daemon-reload && systemctl reset-failed notebook && systemctl restart notebook",
+    );
+    wait_serving(
+        &format!("https://localhost:{low}/"),
+        &ca,
+        "on a port below 1024",
+    )
+    .await;
+    std::fs::remove_file(c.path("/etc/systemd/system/notebook.service.d/low-port.conf")).unwrap();
+    c.ok(&format!(
+        "nbctl config set server.listen 127.0.0.1:{port} --no-reload"
+    ));
+    c.ok("systemctl daemon-reload && systemctl restart notebook");
+    wait_serving(&base, &ca, "back on the test's port").await;
 
     // Upgrade: restarted with the new package; config (password), certificate
     // and notebooks kept.
