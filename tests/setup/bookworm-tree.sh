@@ -134,9 +134,16 @@ ensure_bookworm_tree() {
     echo "$final"
 }
 
+# The first build takes minutes, mostly waiting for the mirror: it runs in
+# the background while cargo compiles, and the container tests wait for it
+# (the flock) when they first need the tree. A failed background build is
+# simply done again, in the foreground, by the first test that needs it.
 setup_bookworm_tree() {
     ensure_apt debootstrap systemd-container
-    ensure_bookworm_tree "$CACHE" >/dev/null
+    [[ -d $(bookworm_tree_path "$CACHE") ]] && return 0
+    mkdir -p "$CACHE/trees"
+    say "building the bookworm tree for the container tests in the background (log: $CACHE/trees/background.log)"
+    (ensure_bookworm_tree "$CACHE" >/dev/null) </dev/null >"$CACHE/trees/background.log" 2>&1 &
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
