@@ -567,7 +567,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
                         " (another program uses this port: change server.listen or stop it)"
                     }
                     std::io::ErrorKind::PermissionDenied => {
-                        " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+                        " (ports below 1024 need CAP_NET_BIND_SERVICE; for notebook.service, add the drop-in its header describes)"
                     }
                     std::io::ErrorKind::AddrNotAvailable => " (no interface has this address)",
                     _ => "",
