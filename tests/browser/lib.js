@@ -79,12 +79,31 @@ async function runCell(frame, page, code) {
   const cells = frame.locator('.jp-Notebook .jp-Cell.jp-CodeCell');
   const before = await cells.count();
   const cell = cells.nth(before - 1);
+  await settleDialogs(frame);
   await cell.locator('.cm-content').click();
   await page.keyboard.type(code);
   await page.keyboard.press('Shift+Enter');
   const output = cell.locator('.jp-OutputArea-output').first();
   await output.waitFor({ timeout: 90000 });
   return { cell, output };
+}
+
+// Waits for the notebook to finish loading. A kernel chooser (shown when the
+// kernel list arrives late on a busy machine) is answered with its default;
+// any other dialog fails the scenario with its text.
+async function settleDialogs(frame) {
+  await frame.locator('.jp-Spinner').waitFor({ state: 'detached', timeout: 90000 }).catch(() => {});
+  for (let i = 0; i < 10; i++) {
+    const dialog = frame.locator('.jp-Dialog');
+    if ((await dialog.count()) === 0) return;
+    const text = (await dialog.first().innerText().catch(() => '')).replace(/\s+/g, ' ').trim();
+    if (/select kernel/i.test(text)) {
+      await dialog.first().locator('.jp-Dialog-button.jp-mod-accept').click();
+      await dialog.first().waitFor({ state: 'detached', timeout: 30000 }).catch(() => {});
+      continue;
+    }
+    throw new Error(`Jupyter shows a dialog: ${text}`);
+  }
 }
 
 // Runs `body(ctx)` with a browser and a watchdog; prints RESULT or fails.
@@ -99,6 +118,15 @@ function scenario(body) {
     try {
       const result = await body({ cfg, ...b });
       console.log('RESULT ' + JSON.stringify(result));
+    } catch (e) {
+      // Keep what the browser showed when it failed, for the report.
+      const pages = b.context.pages();
+      for (let i = 0; i < pages.length && cfg.artifacts; i++) {
+        const shot = path.join(cfg.artifacts, `failed-${path.basename(process.argv[1], '.js')}-${i}.png`);
+        await pages[i].screenshot({ path: shot }).catch(() => {});
+        console.error(`screenshot of the failure: ${shot}`);
+      }
+      throw e;
     } finally {
       await b.close();
     }
