@@ -13,6 +13,7 @@
 //! - [`auth`]: password hashes, session cookies, the login page and its limits.
 //! - [`proxy`]: forwarding requests and WebSockets to Jupyter.
 //! - [`headers`]: security headers, CSP `frame-ancestors`, cookie attributes.
+//! - [`limits`]: per-connection clocks: header read timeout (408), idle keep-alive.
 //! - [`supervise`]: the Jupyter child process: config, start, readiness, restart, stop.
 //! - [`server`]: listeners, connections, routing of each request.
 //! - [`control`]: the control socket (`nbctl status`, `nbctl reload`).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod headers;
+pub mod limits;
 pub mod logging;
 pub mod pages;
 pub mod proxy;

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::UnixStream;
 
-use crate::server::ClientInfo;
+use crate::server::{ClientInfo, ConnectionSlot};
 
 /// Splice buffers for upgraded connections: large enough for big kernel outputs.
 const SPLICE_BUFFER: usize = 64 * 1024;
@@ -92,6 +92,8 @@ impl Upstream {
     ) -> Result<Response<Incoming>, ProxyError> {
         let upgrade = upgrade_protocol(req.headers());
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        // The client connection's place under limits.max_connections, kept by the WebSocket.
+        let slot = req.extensions_mut().remove::<ConnectionSlot>();
 
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts
@@ -133,6 +135,7 @@ impl Upstream {
                 let upstream = hyper::upgrade::on(&mut resp);
                 let counter = self.open_websockets.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let (down, up) = tokio::join!(downstream, upstream);
                     let (Ok(down), Ok(up)) = (down, up) else {
                         return;

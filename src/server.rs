@@ -7,8 +7,8 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -19,13 +19,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::LoginGuard;
 use crate::auth::session::{SessionKeys, SessionSecret, SessionTable};
 use crate::config::{Config, canonical_ip};
 use crate::headers::HeaderPolicy;
+use crate::limits::{ConnState, ResponseBody, TimedIo};
 use crate::pages;
 use crate::proxy::{ProxyError, Upstream};
 use crate::supervise::{JupyterState, JupyterStatus, Supervisor};
@@ -62,7 +63,6 @@ impl Settings {
         });
         let headers = HeaderPolicy::new(
             &config.embed.frame_ancestors,
-            config.tls.enabled,
             config.tls.hsts_max_age.get().as_secs(),
         );
         Ok(Settings {
@@ -242,9 +242,9 @@ pub async fn handle(
     let client = ClientInfo::new(peer, tls, &req, &settings.config);
     let (mut resp, own) = route(&app, &settings, &client, req).await;
     if own {
-        settings.headers.own_page(resp.headers_mut());
+        settings.headers.own_page(resp.headers_mut(), client.https);
     } else {
-        settings.headers.proxied(resp.headers_mut());
+        settings.headers.proxied(resp.headers_mut(), client.https);
     }
     resp
 }
@@ -284,6 +284,19 @@ async fn route(
     let path = req.uri().path();
     if let Err(why) = check_path(path) {
         return (error_page(settings, StatusCode::BAD_REQUEST, why), true);
+    }
+    if let Err(why) = check_host(req.headers()) {
+        return (error_page(settings, StatusCode::BAD_REQUEST, why), true);
+    }
+    if cross_site_write(&req) {
+        return (
+            error_page(
+                settings,
+                StatusCode::FORBIDDEN,
+                "This request came from another site; it is refused.",
+            ),
+            true,
+        );
     }
     let Some(rel) = path.strip_prefix(base) else {
         if path.len() + 1 == base.len() && base.starts_with(path) {
@@ -400,6 +413,45 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Exactly one Host header, holding a host name or address and an optional
+/// port (RFC 9112 §3.2). Jupyter compares Origin with Host, so a Host with a
+/// path, user info or spaces in it, or two of them, never gets that far.
+pub fn check_host(headers: &http::HeaderMap) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return Err("A request needs exactly one Host header.");
+    };
+    let b = host.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 300
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-._:[]".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err("The Host header must be a host name or address with an optional port.")
+    }
+}
+
+/// A state-changing request (or a WebSocket) that the browser says comes
+/// from another site (`Sec-Fetch-Site`), or from an opaque origin such as a
+/// sandboxed page (`Origin: null`). Jupyter's XSRF and Origin checks refuse
+/// these too; notebookd refuses them before they reach Jupyter or the login.
+/// Requests inside an embedded notebook are same-origin, so embedding is
+/// not affected.
+fn cross_site_write(req: &Request<Incoming>) -> bool {
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || crate::proxy::is_upgrade(req.headers());
+    if !writes {
+        return false;
+    }
+    let h = req.headers();
+    let site = h.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    matches!(site, Some(b"cross-site" | b"same-site"))
+        || h.get(header::ORIGIN)
+            .is_some_and(|o| o.as_bytes() == b"null")
+}
+
 fn accepts_html(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(header::ACCEPT)
@@ -448,6 +500,7 @@ pub struct Door {
     /// Held by every connection task; closed when all are done.
     alive: mpsc::Sender<()>,
     slots: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
 }
 
 /// The other side of [`Door`]: starts and awaits the drain.
@@ -465,6 +518,7 @@ impl DoorKeeper {
             shutdown: shutdown_rx,
             alive: alive_tx.clone(),
             slots: Arc::new(Semaphore::new(max_connections)),
+            overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
         };
         (
             DoorKeeper {
@@ -520,11 +574,17 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
 }
 
 /// Accepts connections on `listener` until the door closes.
+///
+/// Beyond `limits.max_connections`, a few more connections are accepted
+/// only to be told `503 Service Unavailable` (with `Retry-After`); past
+/// those, new connections wait in the kernel's backlog.
 pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
     loop {
-        let permit = tokio::select! {
-            p = door.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        let slot = tokio::select! {
+            biased;
             _ = door.shutdown.changed() => return,
+            p = door.slots.clone().acquire_owned() => match p { Ok(p) => Slot::Serve(p), Err(_) => return },
+            p = door.overflow.clone().acquire_owned() => match p { Ok(p) => Slot::Refuse(p), Err(_) => return },
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -538,34 +598,71 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
             },
             _ = door.shutdown.changed() => return,
         };
+        // A slot may have freed up while we waited for the connection.
+        let slot = match slot {
+            Slot::Refuse(p) => match door.slots.clone().try_acquire_owned() {
+                Ok(serve) => {
+                    drop(p);
+                    Slot::Serve(serve)
+                }
+                Err(_) => Slot::Refuse(p),
+            },
+            serve => serve,
+        };
         let app = app.clone();
         let door = door.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            app.connections.fetch_add(1, Ordering::Relaxed);
-            serve_connection(&app, stream, peer, door).await;
-            app.connections.fetch_sub(1, Ordering::Relaxed);
+            match slot {
+                Slot::Serve(permit) => {
+                    app.connections.fetch_add(1, Ordering::Relaxed);
+                    serve_connection(&app, stream, peer, door, Arc::new(permit)).await;
+                    app.connections.fetch_sub(1, Ordering::Relaxed);
+                }
+                Slot::Refuse(_permit) => refuse_connection(&app, stream, peer).await,
+            }
         });
     }
 }
 
-async fn serve_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr, mut door: Door) {
+enum Slot {
+    Serve(OwnedSemaphorePermit),
+    Refuse(OwnedSemaphorePermit),
+}
+
+/// A connection's place under `limits.max_connections`. A WebSocket keeps
+/// it after the upgrade, until the socket closes.
+#[derive(Clone)]
+pub struct ConnectionSlot(pub Arc<OwnedSemaphorePermit>);
+
+/// Connections over the limit at once that get a 503 rather than a wait.
+const OVERFLOW_ANSWERS: usize = 64;
+
+async fn serve_connection(
+    app: &Arc<App>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut door: Door,
+    slot: Arc<OwnedSemaphorePermit>,
+) {
     let _alive = door.alive.clone();
     // Small kernel messages must not wait for a delayed ACK.
     let _ = stream.set_nodelay(true);
     let settings = app.settings();
     let limits = &settings.config.limits;
     let mut http = hyper::server::conn::http1::Builder::new();
+    // The header read timeout and the keep-alive timeout are TimedIo's (it answers 408).
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.get())
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes as usize)
         .max_headers(limits.max_headers as usize);
+    let state = Arc::new(ConnState::default());
+    let header_timeout = limits.header_read_timeout.get();
+    let keep_alive = limits.keep_alive_timeout.get();
 
     match &settings.tls {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout.get(), acceptor.accept(stream));
+            let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
             let tls_stream = match handshake.await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -577,12 +674,37 @@ async fn serve_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr, m
                     return;
                 }
             };
-            drive(app, http, TokioIo::new(tls_stream), peer, true, &mut door).await;
+            let io = TimedIo::new(tls_stream, state.clone(), header_timeout, keep_alive);
+            drive(
+                app,
+                http,
+                TokioIo::new(io),
+                peer,
+                true,
+                &mut door,
+                state,
+                slot,
+            )
+            .await;
         }
-        None => drive(app, http, TokioIo::new(stream), peer, false, &mut door).await,
+        None => {
+            let io = TimedIo::new(stream, state.clone(), header_timeout, keep_alive);
+            drive(
+                app,
+                http,
+                TokioIo::new(io),
+                peer,
+                false,
+                &mut door,
+                state,
+                slot,
+            )
+            .await
+        }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive<I>(
     app: &Arc<App>,
     http: hyper::server::conn::http1::Builder,
@@ -590,13 +712,26 @@ async fn drive<I>(
     peer: SocketAddr,
     tls: bool,
     door: &mut Door,
+    state: Arc<ConnState>,
+    slot: Arc<OwnedSemaphorePermit>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let app = app.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(app, peer, tls, req).await) }
+        let state = state.clone();
+        if crate::proxy::is_upgrade(req.headers()) {
+            req.extensions_mut().insert(ConnectionSlot(slot.clone()));
+        }
+        async move {
+            state.request_started();
+            let resp = handle(app, peer, tls, req).await;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                state.upgraded();
+            }
+            Ok::<_, Infallible>(resp.map(|body| ResponseBody::new(body, state)))
+        }
     });
     let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
@@ -611,6 +746,58 @@ async fn drive<I>(
             let _ = conn.await;
         }
     }
+}
+
+/// Answers one request on a connection over `limits.max_connections` with a
+/// 503 and closes it.
+async fn refuse_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr) {
+    static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+    let now = crate::auth::session::unix_now();
+    if LAST_WARNING.swap(now, Ordering::Relaxed) + 10 <= now {
+        tracing::warn!(%peer, "limits.max_connections reached: answering 503 to new connections");
+    }
+    let settings = app.settings();
+    let limits = &settings.config.limits;
+    let timeout = limits.header_read_timeout.get().min(Duration::from_secs(5));
+    let max = limits.max_connections;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .keep_alive(false)
+        .max_buf_size(limits.max_header_bytes as usize)
+        .max_headers(limits.max_headers as usize);
+    let tls = settings.tls.is_some();
+    let service = service_fn(move |_req: Request<Incoming>| {
+        let settings = settings.clone();
+        async move {
+            let mut resp = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!(
+                    "Too many open connections (limits.max_connections = {max}); try again in a few seconds.\n"
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            settings.headers.own_page(resp.headers_mut(), tls);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let served = async {
+        match &app.settings().tls {
+            Some(acceptor) => {
+                if let Ok(Ok(s)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    let _ = http.serve_connection(TokioIo::new(s), service).await;
+                }
+            }
+            None => {
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout * 2, served).await;
 }
 
 #[cfg(test)]

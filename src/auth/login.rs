@@ -67,7 +67,7 @@ fn cookie_for(
         &keys.encode(s),
         settings.base_url(),
         client.https,
-        settings.headers.cross_site_cookies && client.https,
+        settings.headers.cross_site_cookies(client.https),
         keys.max_age(s, now),
     )
 }
@@ -298,7 +298,8 @@ fn too_many(
     msg: &str,
 ) -> Response<Body> {
     let mut resp = html(status, pages::login(base, next, Some(msg)));
-    let secs = wait.as_secs().max(1);
+    // Rounded up: a client that waits exactly this long is let in.
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -313,6 +314,25 @@ pub fn logout(
     req: &Request<Incoming>,
 ) -> Response<Body> {
     let base = settings.base_url();
+    // Logout is a GET (Jupyter's UI navigates to it), so another site could
+    // embed it as an image to log the user out; browsers say so in Sec-Fetch-Site.
+    let from_elsewhere = matches!(
+        req.headers()
+            .get("sec-fetch-site")
+            .map(HeaderValue::as_bytes),
+        Some(b"cross-site" | b"same-site")
+    );
+    if from_elsewhere {
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error(
+                base,
+                403,
+                "Forbidden",
+                "Another site asked to log you out; use the notebook's own Log Out instead.",
+            ),
+        );
+    }
     if let Some(keys) = &settings.keys {
         if let Some(session) = current_session(app, keys, req.headers()) {
             let until = session.issued + settings.config.auth.session_lifetime.get().as_secs();
@@ -330,7 +350,7 @@ pub fn logout(
             "",
             base,
             client.https,
-            settings.headers.cross_site_cookies && client.https,
+            settings.headers.cross_site_cookies(client.https),
             0,
         ),
     );

@@ -55,42 +55,49 @@ impl Default for LoginGuard {
 }
 
 impl LoginGuard {
-    /// When `ip` may try again, if it has used up its attempts.
-    pub fn retry_after(&self, ip: IpAddr, max: u32, window: Duration) -> Option<Duration> {
-        let attempts = self.attempts.lock().ok()?;
-        let w = attempts.get(&ip)?;
-        let elapsed = w.start.elapsed();
-        (elapsed < window && w.failures >= max).then(|| window - elapsed)
-    }
-
-    fn record_failure(&self, ip: IpAddr, window: Duration) {
-        let Ok(mut attempts) = self.attempts.lock() else {
-            return;
-        };
+    /// Counts an attempt by `client` before its password is checked, so that
+    /// many guesses sent at once cannot get past the limit. Returns how long
+    /// to wait when the client has used up its attempts.
+    fn begin(&self, client: IpAddr, max: u32, window: Duration) -> Option<Duration> {
+        let mut attempts = self.attempts.lock().ok()?;
         if attempts.len() >= MAX_TRACKED {
             attempts.retain(|_, w| w.start.elapsed() < window);
         }
         let now = Instant::now();
-        let w = attempts.entry(ip).or_insert(Window {
+        let w = attempts.entry(client).or_insert(Window {
             start: now,
             failures: 0,
         });
-        if now.duration_since(w.start) >= window {
+        let elapsed = now.duration_since(w.start);
+        if elapsed >= window {
             *w = Window {
                 start: now,
                 failures: 0,
             };
+        } else if w.failures >= max {
+            return Some(window - elapsed);
         }
         w.failures += 1;
+        None
     }
 
-    fn clear(&self, ip: IpAddr) {
+    /// Gives back an attempt that was never checked (the server was too busy).
+    fn refund(&self, client: IpAddr) {
         if let Ok(mut attempts) = self.attempts.lock() {
-            attempts.remove(&ip);
+            if let Some(w) = attempts.get_mut(&client) {
+                w.failures = w.failures.saturating_sub(1);
+            }
         }
     }
 
-    /// Checks `password` for a client at `ip`, counting failures against it.
+    fn clear(&self, client: IpAddr) {
+        if let Ok(mut attempts) = self.attempts.lock() {
+            attempts.remove(&client);
+        }
+    }
+
+    /// Checks `password` for a client at `ip`, counting failures against it
+    /// (an IPv6 client is counted with the rest of its /64).
     pub async fn check(
         &self,
         hash: &PasswordHash,
@@ -99,7 +106,8 @@ impl LoginGuard {
         max: u32,
         window: Duration,
     ) -> Verdict {
-        if let Some(wait) = self.retry_after(ip, max, window) {
+        let client = rate_key(ip);
+        if let Some(wait) = self.begin(client, max, window) {
             return Verdict::Limited(wait);
         }
         let ok =
@@ -109,7 +117,10 @@ impl LoginGuard {
                         .await
                     {
                         Ok(Ok(p)) => p,
-                        _ => return Verdict::Busy,
+                        _ => {
+                            self.refund(client);
+                            return Verdict::Busy;
+                        }
                     };
                 let hash = hash.clone();
                 let joined = tokio::task::spawn_blocking(move || {
@@ -122,11 +133,83 @@ impl LoginGuard {
                 hash.verify(&password)
             };
         if ok {
-            self.clear(ip);
+            self.clear(client);
             Verdict::Accepted
         } else {
-            self.record_failure(ip, window);
             Verdict::Rejected
         }
+    }
+}
+
+/// The unit of rate limiting: an IPv4 address, or an IPv6 /64 (one host
+/// usually holds a whole /64, so counting single IPv6 addresses would let it
+/// guess without limit).
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "sha1:0e112c3ddfce:a68df677475c2b47b6e86d0467eec97ac5f4b85a";
+
+    #[tokio::test]
+    async fn concurrent_guesses_cannot_overrun_the_limit() {
+        let guard = std::sync::Arc::new(LoginGuard::default());
+        let hash: PasswordHash = HASH.parse().unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (guard, hash) = (guard.clone(), hash.clone());
+            tasks.push(tokio::spawn(async move {
+                guard
+                    .check(&hash, "wrong".into(), ip, 5, Duration::from_secs(60))
+                    .await
+            }));
+        }
+        let mut rejected = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Verdict::Rejected => rejected += 1,
+                Verdict::Limited(wait) => assert!(wait <= Duration::from_secs(60)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(rejected, 5);
+        // The right password is refused too while the address waits.
+        let v = guard
+            .check(&hash, "mypassword".into(), ip, 5, Duration::from_secs(60))
+            .await;
+        assert!(matches!(v, Verdict::Limited(_)), "{v:?}");
+        // Another address is not affected.
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let v = guard
+            .check(
+                &hash,
+                "mypassword".into(),
+                other,
+                5,
+                Duration::from_secs(60),
+            )
+            .await;
+        assert_eq!(v, Verdict::Accepted);
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(rate_key(a), rate_key(b));
+        assert_ne!(rate_key(a), rate_key(c));
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(rate_key(v4), v4);
     }
 }

@@ -222,9 +222,54 @@ pub async fn detect(command: &str, env: &BTreeMap<String, String>) -> Result<Ins
     Ok(installed)
 }
 
+/// The front-end code notebookd gives Jupyter so that, inside another
+/// site's iframe, notebooks and same-site links open in the frame rather
+/// than in a new browser tab (another cookie partition, where the user would
+/// have to log in again):
+/// - Notebook 7 and JupyterLab 4: a small federated JupyterLab extension in
+///   `DIR/labextensions`, loaded through `LabServerApp.extra_labextensions_path`;
+/// - the classic Notebook 6.x: `custom/custom.js` (`Jupyter._target = '_self'`)
+///   in `DIR/config`, which becomes `JUPYTER_CONFIG_DIR`.
+pub mod frontend {
+    pub const LABEXTENSIONS: &str = "labextensions";
+    pub const CLASSIC_CONFIG_DIR: &str = "config";
+    const EXTENSION: &str = "notebookd-frame-links";
+    const FRAME_LINKS_JS: &str = include_str!("frontend/frame-links.js");
+    const FRAME_LINKS_PACKAGE: &str = include_str!("frontend/frame-links.package.json");
+    const CLASSIC_CUSTOM_JS: &str = include_str!("frontend/custom.js");
+
+    /// Files to write, as (path relative to the private Jupyter dir, content).
+    pub fn files(dialect: super::Dialect) -> Vec<(String, String)> {
+        match dialect {
+            super::Dialect::NotebookApp => vec![(
+                format!("{CLASSIC_CONFIG_DIR}/custom/custom.js"),
+                CLASSIC_CUSTOM_JS.to_string(),
+            )],
+            super::Dialect::ServerApp1 | super::Dialect::ServerApp2 => {
+                // Jupyter serves extension files as immutable: a new content needs a new name.
+                let entry = format!("static/remoteEntry.{:016x}.js", fnv1a(FRAME_LINKS_JS));
+                let package = FRAME_LINKS_PACKAGE.replace("static/remoteEntry.js", &entry);
+                let dir = format!("{LABEXTENSIONS}/{EXTENSION}");
+                vec![
+                    (format!("{dir}/package.json"), package),
+                    (format!("{dir}/{entry}"), FRAME_LINKS_JS.to_string()),
+                ]
+            }
+        }
+    }
+
+    fn fnv1a(text: &str) -> u64 {
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+}
+
 /// What the Jupyter config file must say.
 pub struct JupyterConfig<'a> {
     pub dialect: Dialect,
+    /// The private directory of the config (and of [`frontend`]'s files).
+    pub dir: &'a Path,
     pub socket: &'a Path,
     pub base_url: &'a str,
     pub root_dir: &'a Path,
@@ -286,6 +331,16 @@ pub fn render(cfg: &JupyterConfig) -> String {
     if cfg.allow_root {
         set(&format!("{app}.allow_root"), "True".into());
     }
+    if cfg.dialect != Dialect::NotebookApp {
+        // Notebook 7 and JupyterLab load notebookd's frame-links extension from here.
+        set(
+            "LabServerApp.extra_labextensions_path",
+            format!(
+                "[{}]",
+                py_str(&cfg.dir.join(frontend::LABEXTENSIONS).display().to_string())
+            ),
+        );
+    }
     out
 }
 
@@ -315,6 +370,7 @@ mod tests {
     fn config_never_enables_tokens_or_skips_xsrf() {
         let text = render(&JupyterConfig {
             dialect: Dialect::ServerApp2,
+            dir: Path::new("/run/notebook/jupyter"),
             socket: Path::new("/run/notebook/jupyter/jupyter.sock"),
             base_url: "/nb/",
             root_dir: Path::new("/var/lib/notebook/notebooks"),
@@ -326,6 +382,7 @@ mod tests {
         assert!(!text.contains("allow_root"));
         let classic = render(&JupyterConfig {
             dialect: Dialect::NotebookApp,
+            dir: Path::new("/run/notebook/jupyter"),
             socket: Path::new("/s"),
             base_url: "/",
             root_dir: Path::new("/r\"x"),
@@ -336,5 +393,29 @@ mod tests {
             "{classic}"
         );
         assert!(classic.contains("c.NotebookApp.allow_root = True\n"));
+        assert!(text.contains(
+            "c.LabServerApp.extra_labextensions_path = [\"/run/notebook/jupyter/labextensions\"]\n"
+        ));
+        assert!(!classic.contains("labextensions"));
+    }
+
+    #[test]
+    fn frame_links_files() {
+        let lab = frontend::files(Dialect::ServerApp2);
+        let package: serde_json::Value = serde_json::from_str(&lab[0].1).unwrap();
+        let load = package["jupyterlab"]["_build"]["load"].as_str().unwrap();
+        assert_eq!(lab[0].0, "labextensions/notebookd-frame-links/package.json");
+        assert_eq!(
+            lab[1].0,
+            format!("labextensions/notebookd-frame-links/{load}")
+        );
+        assert!(
+            load.starts_with("static/remoteEntry.") && load.ends_with(".js"),
+            "{load}"
+        );
+        assert!(lab[1].1.contains("_JUPYTERLAB[NAME]"));
+        let classic = frontend::files(Dialect::NotebookApp);
+        assert_eq!(classic[0].0, "config/custom/custom.js");
+        assert!(classic[0].1.contains("Jupyter._target = '_self'"));
     }
 }

@@ -352,8 +352,18 @@ impl Task {
                 "running Jupyter as root; the packaged service runs it as user notebook"
             );
         }
+        for (rel, text) in flavour::frontend::files(resolved.dialect) {
+            let path = dir.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
         let config_text = flavour::render(&flavour::JupyterConfig {
             dialect: resolved.dialect,
+            dir: &dir,
             socket: &socket,
             base_url: &self.plan.base_url,
             root_dir: &self.plan.root_dir,
@@ -379,6 +389,31 @@ impl Task {
             .process_group(0);
         if std::env::var_os("JUPYTER_PLATFORM_DIRS").is_none() {
             cmd.env("JUPYTER_PLATFORM_DIRS", "1");
+        }
+        if resolved.dialect == flavour::Dialect::NotebookApp {
+            // The classic Notebook finds custom.js only in JUPYTER_CONFIG_DIR; the
+            // previous config dir stays on the config path, so its settings still apply.
+            let env = |k: &str| {
+                self.plan
+                    .env
+                    .get(k)
+                    .cloned()
+                    .or_else(|| std::env::var(k).ok())
+                    .filter(|v| !v.is_empty())
+            };
+            let previous =
+                env("JUPYTER_CONFIG_DIR").or_else(|| env("HOME").map(|h| format!("{h}/.jupyter")));
+            let path: Vec<String> = previous
+                .into_iter()
+                .chain(env("JUPYTER_CONFIG_PATH"))
+                .collect();
+            cmd.env(
+                "JUPYTER_CONFIG_DIR",
+                dir.join(flavour::frontend::CLASSIC_CONFIG_DIR),
+            );
+            if !path.is_empty() {
+                cmd.env("JUPYTER_CONFIG_PATH", path.join(":"));
+            }
         }
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| {

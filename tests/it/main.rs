@@ -6,7 +6,9 @@
 #[allow(dead_code)] // shared helpers; not every test binary build uses all of them
 mod support;
 
+mod browser;
 mod config;
+mod front_door;
 mod passwords;
 mod proxy;
 mod sd_notify;

@@ -104,6 +104,16 @@ async fn logout_revokes_a_copied_cookie() {
     let n = Notebookd::start();
     let b = n.logged_in().await;
     let stolen = b.cookie("notebookd-session").unwrap();
+    // Another site cannot log the user out (e.g. with an <img src=".../logout">).
+    let forged = b
+        .client
+        .get(n.url("logout"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(b.get("api/contents").await.status(), 200, "still logged in");
     assert_eq!(b.get("logout").await.status(), 200);
     let replay = n
         .client()

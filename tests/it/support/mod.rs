@@ -63,7 +63,8 @@ pub fn jupyter_command() -> String {
     venv().join("bin/jupyter").display().to_string()
 }
 
-/// A test CA and a leaf certificate for localhost, 127.0.0.1 and ::1, made with openssl(1).
+/// A test CA and a leaf certificate for localhost, 127.0.0.1 and ::1 (and, for the
+/// browser tests, notebook.test, site.test and evil.test), made with openssl(1).
 pub struct TestCerts {
     pub dir: tempfile::TempDir,
 }
@@ -104,7 +105,7 @@ pub fn certs() -> &'static TestCerts {
         let d = dir.path();
         std::fs::write(
             d.join("leaf.ext"),
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n",
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,DNS:notebook.test,DNS:site.test,DNS:evil.test\n",
         )
         .expect("write leaf.ext");
         openssl(d, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3", "-subj", "/CN=notebookd test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
@@ -130,6 +131,9 @@ pub struct Options {
     pub jupyter_command: Option<String>,
     /// Extra TOML appended to the generated config (whole sections).
     pub extra: String,
+    /// Single settings as (table, `key = value`), put into that table (which
+    /// may be one the generated config already has, like `auth`).
+    pub settings: Vec<(&'static str, String)>,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
 }
@@ -142,6 +146,7 @@ impl Default for Options {
             password_hash: Some(PASSWORD_HASH.into()),
             jupyter_command: None,
             extra: String::new(),
+            settings: Vec::new(),
             env: Vec::new(),
             wait_ready: true,
         }
@@ -198,6 +203,19 @@ impl Notebookd {
 
     /// The config text this instance runs with.
     pub fn config_text(&self) -> String {
+        let mut text = self.base_config_text();
+        for (table, line) in &self.opts.settings {
+            let header = format!("[{table}]\n");
+            if text.contains(&header) {
+                text = text.replacen(&header, &format!("{header}{line}\n"), 1);
+            } else {
+                text.push_str(&format!("\n{header}{line}\n"));
+            }
+        }
+        text
+    }
+
+    fn base_config_text(&self) -> String {
         let o = &self.opts;
         let certs = certs();
         let hash = o.password_hash.clone().unwrap_or_default();

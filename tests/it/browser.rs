@@ -1,0 +1,319 @@
+//! notebookd in real Chromium (Debian's, driven by playwright-core): the
+//! scenarios are the scripts in tests/browser/; here the real notebookd and a
+//! second HTTPS origin (the embedding site) are started, a scenario runs, and
+//! what it saw is checked, together with notebookd's log.
+//!
+//! Names: notebookd is `https://notebook.test:P`, the embedding site
+//! `https://site.test:Q` (allowed in `embed.frame_ancestors`) and
+//! `https://evil.test:Q` (not allowed), all mapped to 127.0.0.1 by
+//! Chromium's resolver rules, so they are three different sites.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{self, Notebookd, Options, PASSWORD, certs, missing_tool};
+
+/// What a scenario needs; `None` (after a loud skip) when something is missing outside CI.
+struct Tools {
+    node: PathBuf,
+    node_modules: PathBuf,
+}
+
+fn tools() -> Option<Tools> {
+    let hint = "run ./dev test, whose tests/setup/browser.sh installs chromium, libnss3-tools and playwright-core";
+    for (what, path) in [
+        ("Debian's chromium (/usr/bin/chromium)", "/usr/bin/chromium"),
+        ("certutil (libnss3-tools)", "/usr/bin/certutil"),
+    ] {
+        if !Path::new(path).exists() {
+            missing_tool(what, hint);
+            return None;
+        }
+    }
+    let Some(node) = notebookd::supervise::flavour::find_program("node", None) else {
+        missing_tool("node", hint);
+        return None;
+    };
+    let cache = std::env::var("NOTEBOOKD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| support::repo_root().join(".cache"));
+    let node_modules = cache.join("browser-node/node_modules");
+    if !node_modules.join("playwright-core/package.json").exists() {
+        missing_tool(
+            &format!("playwright-core in {}", node_modules.display()),
+            hint,
+        );
+        return None;
+    }
+    Some(Tools { node, node_modules })
+}
+
+/// Where screenshots go: `target/browser-artifacts/`.
+fn artifacts() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/it-HASH → target
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| support::repo_root().join("target"));
+    let dir = target.join("browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("create browser-artifacts");
+    dir
+}
+
+/// Runs `tests/browser/SCRIPT` with `settings`; returns its RESULT or panics with its output.
+fn run_scenario(tools: &Tools, script: &str, settings: &Value) -> Value {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(&tools.node)
+        .arg(support::repo_root().join("tests/browser").join(script))
+        .arg(settings.to_string())
+        .env("NODE_PATH", &tools.node_modules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start node");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // The scenario has its own watchdog; this one also catches a stuck browser.
+    let deadline = Instant::now() + Duration::from_secs(330);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    let result = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|r| serde_json::from_str::<Value>(r).expect("RESULT is JSON"));
+    match (status, result) {
+        (Some(s), Some(r)) if s.success() => r,
+        (status, _) => panic!(
+            "browser scenario {script} failed ({}):\n--- stderr\n{err}\n--- stdout\n{out}",
+            status.map_or("timed out".into(), |s| s.to_string())
+        ),
+    }
+}
+
+/// The embedding site: one HTTPS server answering for site.test and
+/// evil.test alike with a page that frames notebookd.
+struct EmbeddingSite {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EmbeddingSite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn embedding_site(port: u16, notebook_origin: String) -> EmbeddingSite {
+    let c = certs();
+    let config = notebookd::tls::server_config(&c.cert(), &c.key()).expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the embedding site");
+    let page = Arc::new(format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>An embedding site</title>\
+         <style>body{{font-family:sans-serif;margin:12px;background:#eef3f8}}iframe{{border:2px solid #47a;background:#fff}}</style></head>\
+         <body><h1>A site that embeds the notebook</h1>\
+         <iframe id=\"nb\" src=\"{notebook_origin}/\" width=\"1200\" height=\"760\"></iframe></body></html>\n"
+    ));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let page = page.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let found = head.starts_with(b"GET /embed ");
+                let (status, body) = if found {
+                    ("200 OK", page.as_str())
+                } else {
+                    ("404 Not Found", "not found\n")
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    EmbeddingSite { task }
+}
+
+fn base_settings(n: &Notebookd) -> Value {
+    json!({
+        "ca": certs().ca(),
+        "nb": format!("https://notebook.test:{}", n.port),
+        "password": PASSWORD,
+        "artifacts": artifacts(),
+    })
+}
+
+/// Neither the password nor any cookie value the browser held is in notebookd's log.
+fn assert_no_secrets_in_log(n: &Notebookd, cookies: &Value) {
+    let log = n.log_text();
+    assert!(!log.contains(PASSWORD), "the password is in the log");
+    for c in cookies.as_array().expect("cookies") {
+        let value = c["value"].as_str().unwrap_or_default();
+        if value.len() >= 8 {
+            assert!(
+                !log.contains(value),
+                "cookie {} appears in notebookd's log",
+                c["name"]
+            );
+        }
+    }
+}
+
+fn with_settings(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_runs_a_new_notebook() {
+    let Some(tools) = tools() else { return };
+    let n = Notebookd::start();
+    let content = format!("notebookd file {}", support::free_port());
+    std::fs::write(n.root_dir().join("hello.txt"), &content).unwrap();
+    let settings = with_settings(
+        base_settings(&n),
+        json!({"file": "hello.txt", "fileContent": content}),
+    );
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "notebook.js", &settings))
+        .await
+        .unwrap();
+    assert_eq!(r["printed"], "42");
+    assert_eq!(
+        r["referer"],
+        format!("https://notebook.test:{}/tree", n.port)
+    );
+    let shot = PathBuf::from(r["screenshot"].as_str().unwrap());
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{shot:?}"
+    );
+    // Not embedding: Lax cookies, Secure over TLS, not partitioned.
+    for c in r["cookies"].as_array().unwrap() {
+        assert_eq!(c["sameSite"], "Lax", "{c}");
+        assert_eq!(c["secure"], true, "{c}");
+        assert_eq!(c["partitionKey"], Value::Null, "{c}");
+    }
+    assert_no_secrets_in_log(&n, &r["cookies"]);
+    eprintln!("screenshot: {}", shot.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_sandboxes_uploaded_html() {
+    let Some(tools) = tools() else { return };
+    let n = Notebookd::start();
+    // What an uploaded page would try: read cookies, call the API as the user.
+    std::fs::write(
+        n.root_dir().join("evil.html"),
+        r#"<!DOCTYPE html><meta charset="utf-8"><title>uploaded</title><pre id="out">running</pre>
+<script>
+(async () => {
+  const r = { ran: true, origin: self.origin };
+  try { r.cookie = document.cookie; } catch (e) { r.cookieError = e.name + ': ' + e.message; }
+  try { const resp = await fetch('/api/contents', { credentials: 'include' }); r.apiStatus = resp.status; }
+  catch (e) { r.apiError = String(e); }
+  window.__result = r;
+  document.getElementById('out').textContent = JSON.stringify(r);
+})();
+</script>
+"#,
+    )
+    .unwrap();
+    let settings = with_settings(base_settings(&n), json!({"file": "evil.html"}));
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "sandbox.js", &settings))
+        .await
+        .unwrap();
+    assert_eq!(r["page"]["origin"], "null", "{r}");
+    assert!(r["csp"].as_str().unwrap().contains("sandbox allow-scripts"));
+    assert!(!n.log_text().contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_embeds_only_in_allowed_sites() {
+    let Some(tools) = tools() else { return };
+    let site_port = support::free_port();
+    let n = Notebookd::start_with(Options {
+        extra: format!("[embed]\nframe_ancestors = [\"https://site.test:{site_port}\"]\n"),
+        ..Options::default()
+    });
+    let _site = embedding_site(site_port, format!("https://notebook.test:{}", n.port)).await;
+    let settings = with_settings(
+        base_settings(&n),
+        json!({
+            "site": format!("https://site.test:{site_port}"),
+            "evil": format!("https://evil.test:{site_port}"),
+        }),
+    );
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "embed.js", &settings))
+        .await
+        .unwrap();
+    assert_eq!(r["printed"], "42");
+    let csp = r["cspError"].as_str().unwrap();
+    assert!(
+        csp.contains(&format!(
+            "frame-ancestors 'self' https://site.test:{site_port}"
+        )),
+        "{csp}"
+    );
+    for shot in r["screenshots"].as_array().unwrap() {
+        let png = std::fs::read(shot.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{shot}");
+    }
+    assert_no_secrets_in_log(&n, &r["cookies"]);
+}
