@@ -164,7 +164,10 @@ fn parse_args() -> Result<Args> {
                      \x20 --quick      a short smoke run\n\
                      \x20 --only       some of: {}\n\
                      \x20 --reps N     runs of each measurement (default 3)\n\
-                     A run that is not the standard one is printed, and written only with --out.",
+                     A run that is not the standard one is printed, and written only with --out.\n\n\
+                     BENCH_WRAP_NOTEBOOKD / BENCH_WRAP_NGINX: a command to run notebookd or\n\
+                     nginx under, e.g. \"valgrind --tool=callgrind\" (then use callgrind_control\n\
+                     to zero and dump around one part).",
                     PARTS.join(",")
                 );
                 std::process::exit(0);

@@ -113,6 +113,7 @@ pub async fn api_load(
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
                 let t = Instant::now();
+                sender.ready().await?;
                 let req = http::Request::from_parts(parts.clone(), Full::new(Bytes::new()));
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();

@@ -343,13 +343,16 @@ impl Stack {
         std::fs::write(&config_path, config)?;
         let mut notebookd = Proc::spawn(
             "notebookd",
-            Command::new(env!("CARGO_BIN_EXE_notebookd"))
-                .arg("--config")
-                .arg(&config_path)
-                .env_remove("NOTIFY_SOCKET")
-                .env_remove("WATCHDOG_USEC")
-                .env_remove("JOURNAL_STREAM")
-                .env_remove("RUST_LOG"),
+            wrapped(
+                "BENCH_WRAP_NOTEBOOKD",
+                Path::new(env!("CARGO_BIN_EXE_notebookd")),
+            )
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG"),
             Signal::SIGTERM,
             d.join("notebookd.log"),
         )?;
@@ -442,7 +445,7 @@ impl Stack {
         )?;
         let mut nginx = Proc::spawn(
             "nginx",
-            Command::new(nginx_binary()?)
+            wrapped("BENCH_WRAP_NGINX", &nginx_binary()?)
                 .arg("-p")
                 .arg(&nginx_dir)
                 .arg("-c")
@@ -539,6 +542,21 @@ impl Stack {
         self.nginx.stop();
         self.notebookd.stop();
         self.jupyter.stop();
+    }
+}
+
+/// `program`, or `$VAR program` when the environment variable is set: e.g.
+/// `BENCH_WRAP_NOTEBOOKD="valgrind --tool=callgrind"` to count instructions.
+fn wrapped(var: &str, program: &Path) -> Command {
+    let prefix = std::env::var(var).unwrap_or_default();
+    let mut words = prefix.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut cmd = Command::new(first);
+            cmd.args(words).arg(program);
+            cmd
+        }
+        None => Command::new(program),
     }
 }
 
