@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -96,17 +98,14 @@ impl Upstream {
         let slot = req.extensions_mut().remove::<ConnectionSlot>();
 
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority("jupyter")
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+        // The request's own path and query (shared bytes, not copied), on Jupyter's socket.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(Authority::from_static("jupyter"));
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri).map_err(|e| ProxyError::Upstream(e.to_string()))?;
         parts.version = http::Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers);
         strip_cookie(&mut parts.headers, session_cookie);
@@ -206,15 +205,25 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Drops the headers that describe one connection only, including those
 /// the Connection header names. Transfer-Encoding is hyper's to set.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        // `keep-alive` and `upgrade`, the usual tokens, go below anyway:
+        // no HeaderName is made for them.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -222,57 +231,75 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// Removes notebookd's own session cookie from what Jupyter sees.
+/// Removes notebookd's own session cookie from what Jupyter sees: the
+/// other cookies, trimmed, joined with `; ` into one header (one allocation).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     if !headers.contains_key(header::COOKIE) {
         return;
     }
-    let prefix = format!("{name}=");
-    let kept: Vec<String> = headers
+    let is_ours = |c: &str| c.strip_prefix(name).is_some_and(|v| v.starts_with('='));
+    let capacity = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::len)
+        .sum();
+    let mut kept = String::with_capacity(capacity);
+    for c in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
+        .filter(|c| !c.is_empty() && !is_ours(c))
+    {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(c);
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        // Visible ASCII taken from valid values: always a valid value, used without a copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(kept)) {
             headers.insert(header::COOKIE, v);
         }
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+
 fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
     let for_value = match (&client.forwarded_for, client.via_trusted_proxy) {
-        (Some(chain), true) => format!("{chain}, {}", client.peer.ip()),
-        _ => client.ip.to_string(),
+        (Some(chain), true) => {
+            HeaderValue::from_str(&format!("{chain}, {}", client.peer.ip())).ok()
+        }
+        _ => Some(client.ip_header.clone()),
     };
     let host = headers.get(header::HOST).cloned();
     for name in [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-real-ip",
-        "x-scheme",
-        "forwarded",
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        X_REAL_IP,
+        X_SCHEME,
+        header::FORWARDED,
     ] {
         headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&for_value) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = for_value {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&client.ip.to_string()) {
-        headers.insert("x-real-ip", v);
-    }
+    headers.insert(X_REAL_IP, client.ip_header.clone());
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if client.https { "https" } else { "http" }),
     );
     if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
@@ -285,7 +312,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
+            HeaderValue::from_static("Keep-Alive, x-private, UPGRADE"),
         );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -312,6 +339,44 @@ mod tests {
         );
         strip_cookie(&mut h, "notebookd-session");
         assert!(h.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn only_the_session_cookie_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("notebookd-sessionx=1;  notebookd-session=secret"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static(" ; _xsrf=abc;"));
+        strip_cookie(&mut h, "notebookd-session");
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["notebookd-sessionx=1; _xsrf=abc"]);
+    }
+
+    #[test]
+    fn forwarded_headers_name_the_client_only() {
+        let peer: std::net::SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let client = ClientInfo {
+            peer,
+            ip: peer.ip(),
+            ip_header: HeaderValue::from_static("192.0.2.7"),
+            https: true,
+            via_trusted_proxy: false,
+            forwarded_for: None,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("nb.example:9999"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-scheme", HeaderValue::from_static("http"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        set_forwarded(&mut h, &client);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "nb.example:9999");
+        assert!(!h.contains_key("x-scheme") && !h.contains_key(header::FORWARDED));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
     }
 
     #[test]

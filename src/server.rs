@@ -127,6 +127,31 @@ impl App {
     }
 }
 
+/// The TCP peer of a connection, its address formatted once for the
+/// `X-Forwarded-For` and `X-Real-IP` of every request on the connection.
+pub struct Peer {
+    pub addr: SocketAddr,
+    ip: IpAddr,
+    ip_header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = canonical_ip(addr.ip());
+        Peer {
+            addr,
+            ip,
+            ip_header: ip_header(ip),
+        }
+    }
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    // An address is visible ASCII: always a valid value, used without a copy.
+    HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Who is asking, as far as notebookd may believe it.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -134,6 +159,8 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
     /// The client's address: the peer, or, behind a trusted proxy, what it says.
     pub ip: IpAddr,
+    /// `ip` as a header value.
+    pub ip_header: HeaderValue,
     /// Whether the browser reached us over HTTPS (here or at a trusted proxy).
     pub https: bool,
     pub via_trusted_proxy: bool,
@@ -142,13 +169,14 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    fn new(peer: SocketAddr, tls: bool, req: &Request<Incoming>, config: &Config) -> ClientInfo {
-        let peer_ip = canonical_ip(peer.ip());
+    fn new(conn: &Peer, tls: bool, req: &Request<Incoming>, config: &Config) -> ClientInfo {
+        let (peer, peer_ip) = (conn.addr, conn.ip);
         let trusted = |ip: IpAddr| config.server.trusted_proxies.iter().any(|p| p.contains(ip));
         if !trusted(peer_ip) {
             return ClientInfo {
                 peer,
                 ip: peer_ip,
+                ip_header: conn.ip_header.clone(),
                 https: tls,
                 via_trusted_proxy: false,
                 forwarded_for: None,
@@ -185,6 +213,11 @@ impl ClientInfo {
         ClientInfo {
             peer,
             ip,
+            ip_header: if ip == peer_ip {
+                conn.ip_header.clone()
+            } else {
+                ip_header(ip)
+            },
             https: tls || proto.unwrap_or(false),
             via_trusted_proxy: true,
             forwarded_for: (!chain.is_empty()).then(|| chain.join(", ")),
@@ -234,7 +267,7 @@ fn error_page(settings: &Settings, status: StatusCode, detail: &str) -> Response
 /// Answers one request.
 pub async fn handle(
     app: Arc<App>,
-    peer: SocketAddr,
+    peer: &Peer,
     tls: bool,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -718,15 +751,17 @@ async fn drive<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let app = app.clone();
+    let conn_peer = Arc::new(Peer::new(peer));
     let service = service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
         let state = state.clone();
+        let peer = conn_peer.clone();
         if crate::proxy::is_upgrade(req.headers()) {
             req.extensions_mut().insert(ConnectionSlot(slot.clone()));
         }
         async move {
             state.request_started();
-            let resp = handle(app, peer, tls, req).await;
+            let resp = handle(app, &peer, tls, req).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 state.upgraded();
             }
