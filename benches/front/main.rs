@@ -167,7 +167,9 @@ fn parse_args() -> Result<Args> {
                      A run that is not the standard one is printed, and written only with --out.\n\n\
                      BENCH_WRAP_NOTEBOOKD / BENCH_WRAP_NGINX: a command to run notebookd or\n\
                      nginx under, e.g. \"valgrind --tool=callgrind\" (then use callgrind_control\n\
-                     to zero and dump around one part).",
+                     to zero and dump around one part).\n\
+                     BENCH_HOOK: a command run as `CMD start|stop api|download PATH PID...`\n\
+                     right around each measured load (PID: the front's processes).",
                     PARTS.join(",")
                 );
                 std::process::exit(0);

@@ -52,6 +52,24 @@ impl CpuProbe {
     }
 }
 
+/// Runs `$BENCH_HOOK start|stop PART PATH PID...` (the front's pids), if set,
+/// right around a measured load: e.g. to zero and dump callgrind's counters
+/// of exactly the measured requests.
+fn hook(phase: &str, part: &str, target: &Target) -> Result<()> {
+    let Ok(command) = std::env::var("BENCH_HOOK") else {
+        return Ok(());
+    };
+    let status = std::process::Command::new(&command)
+        .args([phase, part, target.via.name()])
+        .args(target.front_pids.iter().map(u32::to_string))
+        .status()
+        .with_context(|| format!("cannot run BENCH_HOOK {command}"))?;
+    if !status.success() {
+        bail!("BENCH_HOOK {command} {phase} failed: {status}");
+    }
+    Ok(())
+}
+
 /// Latency percentiles of a set of samples.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Percentiles {
@@ -101,6 +119,7 @@ pub async fn api_load(
         senders.push(s);
     }
     let next = Arc::new(AtomicUsize::new(0));
+    hook("start", "api", target)?;
     let probe = CpuProbe::start(target)?;
     let started = Instant::now();
     let deadline = started + limit;
@@ -132,6 +151,7 @@ pub async fn api_load(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = probe.stop()?;
+    hook("stop", "api", target)?;
     Ok(LoadRun {
         requests: all.len(),
         secs,
@@ -196,6 +216,7 @@ pub async fn download(
         .request(Method::GET, &format!("/files/{file}"))
         .header(header::REFERER, target.referer())
         .body(Full::new(Bytes::new()))?;
+    hook("start", "download", target)?;
     let probe = CpuProbe::start(target)?;
     let started = Instant::now();
     let deadline = started + limit;
@@ -219,6 +240,7 @@ pub async fn download(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = probe.stop()?;
+    hook("stop", "download", target)?;
     if bytes != expect {
         bail!(
             "{}: downloaded {bytes} bytes of {expect}",
