@@ -417,31 +417,37 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("The path must start with /.");
     }
-    let mut current = path.to_string();
+    // Borrowed until an escape needs decoding: most paths have none, and
+    // this runs for every request.
+    let mut current = std::borrow::Cow::Borrowed(path);
     for _ in 0..3 {
-        if current.contains('\\')
-            || current.contains('\0')
-            || current.bytes().any(|b| b < 0x20 || b == 0x7f)
-        {
-            return Err("The path holds a backslash or a control character.");
-        }
-        if current.contains("//") {
-            return Err("The path holds an empty segment (//).");
-        }
-        if current.split('/').any(|seg| seg == "." || seg == "..") {
-            return Err("The path holds a . or .. segment.");
-        }
-        let lower = current.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-            return Err("The path holds an encoded slash, backslash or NUL.");
-        }
-        let decoded = percent_encoding::percent_decode_str(&current)
-            .decode_utf8_lossy()
-            .into_owned();
-        if decoded == current {
+        check_path_once(&current)?;
+        if !current.contains('%') {
             break;
         }
-        current = decoded;
+        let decoded = percent_encoding::percent_decode_str(&current).decode_utf8_lossy();
+        if *decoded == *current {
+            break;
+        }
+        current = std::borrow::Cow::Owned(decoded.into_owned());
+    }
+    Ok(())
+}
+
+fn check_path_once(path: &str) -> Result<(), &'static str> {
+    if path.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
+        return Err("The path holds a backslash or a control character.");
+    }
+    if path.contains("//") {
+        return Err("The path holds an empty segment (//).");
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err("The path holds a . or .. segment.");
+    }
+    let encoded_separator =
+        |w: &[u8]| w.eq_ignore_ascii_case(b"%2f") || w.eq_ignore_ascii_case(b"%5c") || w == b"%00";
+    if path.contains('%') && path.as_bytes().windows(3).any(encoded_separator) {
+        return Err("The path holds an encoded slash, backslash or NUL.");
     }
     Ok(())
 }
@@ -851,6 +857,13 @@ mod tests {
             "/api\\x",
             "/a/./b",
             "/%2F%2Fevil",
+            "/a%5Cb",
+            "/a%00b",
+            "/a%2500b",
+            "/a\u{7f}b",
+            "/a\tb",
+            "/a/..",
+            "api",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
@@ -860,6 +873,9 @@ mod tests {
             "/api/contents/My%20Notebook.ipynb",
             "/files/a.b/c..d",
             "/api/contents/%C3%A4.txt",
+            "/api/contents/100%25.txt",
+            "/files/%zz",
+            "/a/.b/..c",
         ] {
             assert!(check_path(good).is_ok(), "{good}");
         }
