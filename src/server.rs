@@ -28,7 +28,7 @@ use crate::config::{Config, canonical_ip};
 use crate::headers::HeaderPolicy;
 use crate::limits::{ConnState, ResponseBody, TimedIo};
 use crate::pages;
-use crate::proxy::{ProxyError, Upstream};
+use crate::proxy::{ProxyError, Upstream, UpstreamConn};
 use crate::supervise::{JupyterState, JupyterStatus, Supervisor};
 
 /// The body of every response: streamed from Jupyter, or made here.
@@ -127,21 +127,26 @@ impl App {
     }
 }
 
-/// The TCP peer of a connection, its address formatted once for the
-/// `X-Forwarded-For` and `X-Real-IP` of every request on the connection.
-pub struct Peer {
-    pub addr: SocketAddr,
+/// One client connection: its TCP peer (the address formatted once for the
+/// `X-Forwarded-For` and `X-Real-IP` of every request on it), whether it
+/// came over TLS, and its own connection to Jupyter.
+pub struct ClientConn {
+    pub peer: SocketAddr,
     ip: IpAddr,
     ip_header: HeaderValue,
+    pub tls: bool,
+    pub upstream: UpstreamConn,
 }
 
-impl Peer {
-    pub fn new(addr: SocketAddr) -> Peer {
-        let ip = canonical_ip(addr.ip());
-        Peer {
-            addr,
+impl ClientConn {
+    pub fn new(peer: SocketAddr, tls: bool) -> ClientConn {
+        let ip = canonical_ip(peer.ip());
+        ClientConn {
+            peer,
             ip,
             ip_header: ip_header(ip),
+            tls,
+            upstream: UpstreamConn::default(),
         }
     }
 }
@@ -169,8 +174,8 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    fn new(conn: &Peer, tls: bool, req: &Request<Incoming>, config: &Config) -> ClientInfo {
-        let (peer, peer_ip) = (conn.addr, conn.ip);
+    fn new(conn: &ClientConn, req: &Request<Incoming>, config: &Config) -> ClientInfo {
+        let (peer, peer_ip, tls) = (conn.peer, conn.ip, conn.tls);
         let trusted = |ip: IpAddr| config.server.trusted_proxies.iter().any(|p| p.contains(ip));
         if !trusted(peer_ip) {
             return ClientInfo {
@@ -265,15 +270,10 @@ fn error_page(settings: &Settings, status: StatusCode, detail: &str) -> Response
 }
 
 /// Answers one request.
-pub async fn handle(
-    app: Arc<App>,
-    peer: &Peer,
-    tls: bool,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn handle(app: Arc<App>, conn: &ClientConn, req: Request<Incoming>) -> Response<Body> {
     let settings = app.settings();
-    let client = ClientInfo::new(peer, tls, &req, &settings.config);
-    let (mut resp, own) = route(&app, &settings, &client, req).await;
+    let client = ClientInfo::new(conn, &req, &settings.config);
+    let (mut resp, own) = route(&app, &settings, &client, &conn.upstream, req).await;
     if own {
         settings.headers.own_page(resp.headers_mut(), client.https);
     } else {
@@ -287,6 +287,7 @@ async fn route(
     app: &App,
     settings: &Settings,
     client: &ClientInfo,
+    upstream: &UpstreamConn,
     req: Request<Incoming>,
 ) -> (Response<Body>, bool) {
     let base = settings.base_url();
@@ -382,7 +383,7 @@ async fn route(
     let wants_html = accepts_html(&req);
     match app
         .upstream
-        .forward(req, client, crate::auth::session::COOKIE_NAME)
+        .forward(req, client, crate::auth::session::COOKIE_NAME, upstream)
         .await
     {
         Ok(resp) => {
@@ -756,36 +757,52 @@ async fn drive<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let app = app.clone();
-    let conn_peer = Arc::new(Peer::new(peer));
-    let service = service_fn(move |mut req: Request<Incoming>| {
+    let client_conn = Arc::new(ClientConn::new(peer, tls));
+    let service = {
         let app = app.clone();
-        let state = state.clone();
-        let peer = conn_peer.clone();
-        if crate::proxy::is_upgrade(req.headers()) {
-            req.extensions_mut().insert(ConnectionSlot(slot.clone()));
-        }
-        async move {
-            state.request_started();
-            let resp = handle(app, &peer, tls, req).await;
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                state.upgraded();
+        let client_conn = client_conn.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let app = app.clone();
+            let state = state.clone();
+            let client_conn = client_conn.clone();
+            if crate::proxy::is_upgrade(req.headers()) {
+                req.extensions_mut().insert(ConnectionSlot(slot.clone()));
             }
-            Ok::<_, Infallible>(resp.map(|body| ResponseBody::new(body, state)))
-        }
-    });
-    let conn = http.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(%peer, "connection ended: {e}");
+            async move {
+                state.request_started();
+                let resp = handle(app, &client_conn, req).await;
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    state.upgraded();
+                }
+                Ok::<_, Infallible>(resp.map(|body| ResponseBody::new(body, state)))
+            }
+        })
+    };
+    {
+        let conn = http.serve_connection(io, service).with_upgrades();
+        // This task also drives the connection to Jupyter (see UpstreamConn).
+        let upstream = client_conn.upstream.drive();
+        tokio::pin!(conn, upstream);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    break;
+                }
+                _ = door.shutdown.changed(), if !draining => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                () = upstream.as_mut() => {}
             }
         }
-        _ = door.shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+    }
+    // The service (and its handle on the client connection) went with the server connection.
+    if let Ok(client_conn) = Arc::try_unwrap(client_conn) {
+        app.upstream.release(client_conn.upstream);
     }
 }
 
