@@ -24,19 +24,25 @@ use crate::procfs;
 pub struct Cpu {
     pub front_ns: u64,
     pub jupyter_ns: u64,
+    /// Context switches of the front.
+    pub front_switches: u64,
 }
 
 struct CpuProbe {
     front: Vec<u32>,
     jupyter: u32,
-    start: (u64, u64),
+    start: (u64, u64, u64),
 }
 
 impl CpuProbe {
     fn start(target: &Target) -> Result<CpuProbe> {
         let front = target.front_pids.clone();
         let jupyter = target.jupyter_pid;
-        let start = (procfs::cpu_ns(&front)?, procfs::cpu_ns(&[jupyter])?);
+        let start = (
+            procfs::cpu_ns(&front)?,
+            procfs::cpu_ns(&[jupyter])?,
+            procfs::context_switches(&front)?,
+        );
         Ok(CpuProbe {
             front,
             jupyter,
@@ -48,6 +54,7 @@ impl CpuProbe {
         Ok(Cpu {
             front_ns: procfs::cpu_ns(&self.front)?.saturating_sub(self.start.0),
             jupyter_ns: procfs::cpu_ns(&[self.jupyter])?.saturating_sub(self.start.1),
+            front_switches: procfs::context_switches(&self.front)?.saturating_sub(self.start.2),
         })
     }
 }

@@ -31,6 +31,25 @@ pub fn cpu_ns(pids: &[u32]) -> Result<u64> {
     Ok(total)
 }
 
+/// Context switches (voluntary and not) of every thread of `pids`: each is a
+/// sleep and a wake-up, which cost more than most of the work in between.
+pub fn context_switches(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let tasks = format!("/proc/{pid}/task");
+        let entries = std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))?;
+        for entry in entries.flatten() {
+            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+                continue;
+            };
+            for key in ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"] {
+                total += field_kib(&status, key).unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Resident memory of a set of processes, in KiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {

@@ -262,6 +262,21 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     }
     rows.push(row);
     let mut row = Row::new(
+        "`GET /api/contents`: context switches of the front per request",
+        "lower",
+        2,
+    );
+    for v in Via::ALL {
+        row = row.set(
+            v,
+            api(v, &|x| {
+                x.cpu.front_switches as f64 / x.requests.max(1) as f64
+            })
+            .filter(|_| front(v)),
+        );
+    }
+    rows.push(row);
+    let mut row = Row::new(
         "`GET /api/contents`: CPU of Jupyter per request, µs",
         "lower",
         0,
@@ -351,13 +366,14 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         plan.api_connections,
         plan.api_limit.as_secs()
     );
-    o.push_str("| path | run | requests | requests/s | p50 ms | p90 ms | p99 ms | front CPU µs/request | Jupyter CPU µs/request |\n");
-    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    o.push_str("| path | run | requests | requests/s | p50 ms | p90 ms | p99 ms | front CPU µs/request | front context switches/request | Jupyter CPU µs/request |\n");
+    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (via, runs) in &r.api {
         for (i, x) in runs.iter().enumerate() {
+            let switches = x.cpu.front_switches as f64 / x.requests.max(1) as f64;
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 via.name(),
                 i + 1,
                 x.requests,
@@ -367,6 +383,11 @@ pub fn render(plan: &Plan, r: &Results) -> String {
                 num(ms(x.latency.p99), 2),
                 if front(*via) {
                     num(per_req(x.cpu.front_ns, x.requests), 1)
+                } else {
+                    "—".into()
+                },
+                if front(*via) {
+                    num(switches, 2)
                 } else {
                     "—".into()
                 },
