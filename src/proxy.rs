@@ -52,6 +52,9 @@ struct Idle {
     sender: SendRequest<Incoming>,
     connection: JupyterConnection,
     since: Instant,
+    /// The worker thread whose I/O driver watches its socket: only a client
+    /// connection on that thread takes it over (see workers.rs).
+    thread: std::thread::ThreadId,
 }
 
 /// Why a request could not be forwarded.
@@ -157,8 +160,13 @@ impl Upstream {
 
     /// An unused connection another client connection left, if one is still good.
     async fn take_idle(&self) -> Option<(SendRequest<Incoming>, JupyterConnection)> {
+        let here = std::thread::current().id();
         loop {
-            let mut idle = self.idle.lock().ok()?.pop()?;
+            let mut idle = {
+                let mut idle = self.idle.lock().ok()?;
+                let i = idle.iter().rposition(|i| i.thread == here)?;
+                idle.swap_remove(i)
+            };
             if idle.since.elapsed() >= IDLE_TIMEOUT {
                 continue;
             }
@@ -192,6 +200,7 @@ impl Upstream {
                     sender,
                     connection,
                     since: Instant::now(),
+                    thread: std::thread::current().id(),
                 });
             }
         }

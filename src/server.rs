@@ -30,6 +30,7 @@ use crate::limits::{ConnState, ResponseBody, TimedIo};
 use crate::pages;
 use crate::proxy::{ProxyError, Upstream, UpstreamConn};
 use crate::supervise::{JupyterState, JupyterStatus, Supervisor};
+use crate::workers::Workers;
 
 /// The body of every response: streamed from Jupyter, or made here.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -618,7 +619,12 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
 /// Beyond `limits.max_connections`, a few more connections are accepted
 /// only to be told `503 Service Unavailable` (with `Retry-After`); past
 /// those, new connections wait in the kernel's backlog.
-pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
+pub async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    mut door: Door,
+    workers: Arc<Workers>,
+) {
     loop {
         let slot = tokio::select! {
             biased;
@@ -649,9 +655,25 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
             },
             serve => serve,
         };
+        // Registered with the worker's own I/O driver rather than this one's:
+        // its readiness is then never relayed from thread to thread.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot hand the connection to a worker: {e}");
+                continue;
+            }
+        };
         let app = app.clone();
         let door = door.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%peer, "cannot take over the connection: {e}");
+                    return;
+                }
+            };
             match slot {
                 Slot::Serve(permit) => {
                     app.connections.fetch_add(1, Ordering::Relaxed);
