@@ -3,7 +3,9 @@
 //! cookies, XSRF token and Origin a browser would send.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,29 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub type Stream = Box<dyn Io>;
+
+/// The client reads answers into buffers of up to this size.
+const READ_BUFFER: usize = 1024 * 1024;
+
+/// The connection half of [`Target::http_inline`]; `None` once it ended.
+pub type Inline =
+    Option<Pin<Box<hyper::client::conn::http1::Connection<TokioIo<Stream>, Full<Bytes>>>>>;
+
+/// Runs `work` (requests on the connection) while polling the connection.
+pub async fn alongside<T>(conn: &mut Inline, work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::pin!(work);
+    let Some(c) = conn.as_mut() else {
+        return work.await;
+    };
+    tokio::select! {
+        r = &mut work => r,
+        ended = c.as_mut() => {
+            *conn = None;
+            ended?;
+            work.await
+        }
+    }
+}
 
 /// Bounds every single exchange of the setup steps.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -189,6 +214,19 @@ impl Target {
     /// A fresh HTTP/1.1 connection.
     pub async fn http(&self) -> Result<SendRequest<Full<Bytes>>> {
         http1(self.connect().await?).await
+    }
+
+    /// A fresh HTTP/1.1 connection whose connection half the caller polls in
+    /// its own task (with [`alongside`]), so that reading an answer never
+    /// waits for another task, perhaps on another thread, to be woken: on
+    /// this shared 2-core machine the client must not be the bottleneck.
+    pub async fn http_inline(&self) -> Result<(SendRequest<Full<Bytes>>, Inline)> {
+        let io = self.connect().await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(READ_BUFFER)
+            .handshake(TokioIo::new(io))
+            .await?;
+        Ok((sender, Some(Box::pin(conn))))
     }
 
     /// A request as the browser sends it: Host and the session's cookies.

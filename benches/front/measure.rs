@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Target, tls_stream};
+use crate::client::{Target, alongside, tls_stream};
 use crate::procfs;
 
 /// CPU time of the front and of Jupyter during one measurement, in ns.
@@ -121,9 +121,9 @@ pub async fn api_load(
     // Connect and warm each connection up before the clock and the CPU probe start.
     let mut senders = Vec::new();
     for _ in 0..connections {
-        let mut s = target.http().await?;
-        get_contents(target, &mut s).await?;
-        senders.push(s);
+        let (mut s, mut conn) = target.http_inline().await?;
+        alongside(&mut conn, get_contents(target, &mut s)).await?;
+        senders.push((s, conn));
     }
     let next = Arc::new(AtomicUsize::new(0));
     hook("start", "api", target)?;
@@ -131,7 +131,7 @@ pub async fn api_load(
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = Vec::new();
-    for mut sender in senders {
+    for (mut sender, mut conn) in senders {
         let next = next.clone();
         let req = target.request(Method::GET, "/api/contents");
         let (parts, ()) = req.body(())?.into_parts();
@@ -139,14 +139,18 @@ pub async fn api_load(
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
                 let t = Instant::now();
-                sender.ready().await?;
-                let req = http::Request::from_parts(parts.clone(), Full::new(Bytes::new()));
-                let resp = sender.send_request(req).await?;
-                let status = resp.status();
-                resp.into_body().collect().await?;
-                if status != StatusCode::OK {
-                    bail!("GET /api/contents answered {status}");
-                }
+                let exchange = async {
+                    sender.ready().await?;
+                    let req = http::Request::from_parts(parts.clone(), Full::new(Bytes::new()));
+                    let resp = sender.send_request(req).await?;
+                    let status = resp.status();
+                    resp.into_body().collect().await?;
+                    if status != StatusCode::OK {
+                        bail!("GET /api/contents answered {status}");
+                    }
+                    Ok(())
+                };
+                alongside(&mut conn, exchange).await?;
                 latencies.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>(latencies)
@@ -218,7 +222,7 @@ pub async fn download(
     expect: u64,
     limit: Duration,
 ) -> Result<DownloadRun> {
-    let mut sender = target.http().await?;
+    let (mut sender, mut conn) = target.http_inline().await?;
     let req = target
         .request(Method::GET, &format!("/files/{file}"))
         .header(header::REFERER, target.referer())
@@ -227,24 +231,28 @@ pub async fn download(
     let probe = CpuProbe::start(target)?;
     let started = Instant::now();
     let deadline = started + limit;
-    let resp = sender.send_request(req).await?;
-    if resp.status() != StatusCode::OK {
-        bail!(
-            "{}: GET /files/{file} answered {}",
-            target.via.name(),
-            resp.status()
-        );
-    }
-    let mut body = resp.into_body();
-    let mut bytes = 0u64;
-    while let Some(frame) = tokio::time::timeout_at(deadline.into(), body.frame())
-        .await
-        .with_context(|| format!("the download took longer than {limit:?}"))?
-    {
-        if let Ok(data) = frame?.into_data() {
-            bytes += data.len() as u64;
+    let transfer = async {
+        let resp = sender.send_request(req).await?;
+        if resp.status() != StatusCode::OK {
+            bail!(
+                "{}: GET /files/{file} answered {}",
+                target.via.name(),
+                resp.status()
+            );
         }
-    }
+        let mut body = resp.into_body();
+        let mut bytes = 0u64;
+        while let Some(frame) = tokio::time::timeout_at(deadline.into(), body.frame())
+            .await
+            .with_context(|| format!("the download took longer than {limit:?}"))?
+        {
+            if let Ok(data) = frame?.into_data() {
+                bytes += data.len() as u64;
+            }
+        }
+        Ok(bytes)
+    };
+    let bytes = alongside(&mut conn, transfer).await?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = probe.stop()?;
     hook("stop", "download", target)?;
