@@ -10,7 +10,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -113,11 +113,65 @@ async fn answer(
     Ok(())
 }
 
+/// The outcome of a reload (SIGHUP or `nbctl reload`), kept for `nbctl status`.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    pub at: SystemTime,
+    /// What changed, or why the new config was refused.
+    pub outcome: Result<String, String>,
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+fn rfc3339(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 /// What `nbctl status` shows.
 pub fn status(app: &App) -> serde_json::Value {
     let settings = app.settings();
     let config = &settings.config;
     let jupyter = app.jupyter();
+    let now = unix_secs(SystemTime::now());
+    let cert = settings.cert.as_ref().map(|c| {
+        serde_json::json!({
+            "subject": c.subject,
+            "not_after": rfc3339(c.not_after),
+            "not_after_unix": c.not_after,
+            "days_left": (c.not_after - now).div_euclid(86400),
+        })
+    });
+    let last_reload = app
+        .last_reload
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let last_error = match &last_reload {
+        Some(ReloadRecord {
+            outcome: Err(e), ..
+        }) => Some(format!("reload refused: {e}")),
+        _ => jupyter.last_error.clone().map(|e| format!("jupyter: {e}")),
+    };
+    let last_reload = last_reload.map(|r| {
+        let (ok, message) = match r.outcome {
+            Ok(m) => (true, m),
+            Err(e) => (false, e),
+        };
+        serde_json::json!({
+            "ok": ok,
+            "at": rfc3339(unix_secs(r.at)),
+            "at_unix": unix_secs(r.at),
+            "message": message,
+        })
+    });
     serde_json::json!({
         "ok": true,
         "version": crate::VERSION,
@@ -128,12 +182,15 @@ pub fn status(app: &App) -> serde_json::Value {
         "tls": {
             "enabled": config.tls.enabled,
             "cert": config.tls.cert.to_string(),
+            "certificate": cert,
         },
         "password_set": config.auth.password_hash.is_some(),
         "sessions": app.sessions.active_count(config.auth.session_idle_timeout.get()),
         "connections": app.open_connections(),
         "websockets": app.upstream.open_websockets(),
         "jupyter": jupyter,
+        "last_reload": last_reload,
+        "last_error": last_error,
     })
 }
 

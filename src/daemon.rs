@@ -245,6 +245,15 @@ impl Reloader {
                 Err(e)
             }
         };
+        let record = control::ReloadRecord {
+            at: std::time::SystemTime::now(),
+            outcome: outcome.clone(),
+        };
+        *self
+            .app
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(record);
         systemd::ready(match &outcome {
             Ok(_) => "serving Jupyter (configuration reloaded)",
             Err(_) => "serving Jupyter (last reload refused; see the log)",

@@ -20,8 +20,10 @@
 //! - [`control`]: the control socket (`nbctl status`, `nbctl reload`).
 //! - [`systemd`]: sd_notify, watchdog, journald detection.
 //! - [`daemon`]: ties the parts together: start, signals, reload, shutdown.
+//! - [`cli`]: `nbctl` (its verbs), and the command lines of both binaries.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -42,17 +42,19 @@ pub struct Settings {
     pub keys: Option<SessionKeys>,
     pub headers: HeaderPolicy,
     pub tls: Option<TlsAcceptor>,
+    /// The served certificate, for `nbctl status`.
+    pub cert: Option<crate::tls::CertSummary>,
 }
 
 impl Settings {
     /// Builds the snapshot, loading the TLS files; fails without side effects.
     pub fn build(config: Config, secret: &SessionSecret) -> Result<Settings, String> {
-        let tls = if config.tls.enabled {
-            let server_config = crate::tls::server_config(&config.tls.cert, &config.tls.key)
-                .map_err(|e| e.to_string())?;
-            Some(TlsAcceptor::from(server_config))
+        let (tls, cert) = if config.tls.enabled {
+            let loaded =
+                crate::tls::load(&config.tls.cert, &config.tls.key).map_err(|e| e.to_string())?;
+            (Some(TlsAcceptor::from(loaded.config)), loaded.leaf)
         } else {
-            None
+            (None, None)
         };
         let keys = config.auth.password_hash.as_ref().map(|hash| {
             SessionKeys::new(
@@ -71,6 +73,7 @@ impl Settings {
             keys,
             headers,
             tls,
+            cert,
         })
     }
 
@@ -89,6 +92,8 @@ pub struct App {
     jupyter: watch::Receiver<JupyterStatus>,
     pub started: Instant,
     connections: AtomicUsize,
+    /// The outcome of the last reload, for `nbctl status`.
+    pub last_reload: std::sync::Mutex<Option<crate::control::ReloadRecord>>,
 }
 
 impl App {
@@ -104,6 +109,7 @@ impl App {
             jupyter,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
+            last_reload: std::sync::Mutex::new(None),
         }
     }
 
@@ -602,7 +608,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
                         " (another program uses this port: change server.listen or stop it)"
                     }
                     std::io::ErrorKind::PermissionDenied => {
-                        " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+                        " (ports below 1024 need CAP_NET_BIND_SERVICE; for notebook.service, add the drop-in its header describes)"
                     }
                     std::io::ErrorKind::AddrNotAvailable => " (no interface has this address)",
                     _ => "",

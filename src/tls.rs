@@ -90,9 +90,41 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
     Ok(certified)
 }
 
+/// What `nbctl status` shows of the certificate being served. Read once
+/// per load (start and reload), never per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    pub subject: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertSummary {
+    /// Parses a DER certificate (with x509-parser: the daemon links no openssl).
+    pub fn of(cert: &CertificateDer<'_>) -> Option<CertSummary> {
+        let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        Some(CertSummary {
+            subject: x509.subject().to_string(),
+            not_after: x509.validity().not_after.timestamp(),
+        })
+    }
+}
+
+/// A loaded certificate and key: the rustls config, and the leaf's summary.
+pub struct LoadedTls {
+    pub config: Arc<ServerConfig>,
+    pub leaf: Option<CertSummary>,
+}
+
 /// A rustls server config for the certificate and key files.
 pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    load(cert_path, key_path).map(|l| l.config)
+}
+
+/// Loads the certificate and key files for serving.
+pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedTls, TlsError> {
     let certified = load_certified_key(cert_path, key_path)?;
+    let leaf = certified.cert.first().and_then(CertSummary::of);
     let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Invalid {
@@ -102,7 +134,10 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConf
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCert(Arc::new(certified))));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(LoadedTls {
+        config: Arc::new(config),
+        leaf,
+    })
 }
 
 #[derive(Debug)]

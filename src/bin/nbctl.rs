@@ -1,20 +1,22 @@
-//! `nbctl`: the administrator's tool for notebookd.
+//! `nbctl`: the administrator's tool for notebookd. Parses arguments, runs
+//! [`notebookd::cli`], and maps its outcome to the documented exit status
+//! (0 ok, 1 failure, 2 usage, 3 `status` found no daemon).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
-/// Administers the notebookd Jupyter notebook server.
-#[derive(Debug, Parser)]
-#[command(name = "nbctl", version, about, long_about = None)]
-struct Args {
-    /// The config file.
-    #[arg(long, short = 'c', global = true, env = notebookd::config::PATH_ENV, default_value = notebookd::config::DEFAULT_PATH, value_name = "PATH")]
-    config: PathBuf,
-}
+use notebookd::cli::args::{Invocation, parse_nbctl};
 
 fn main() -> ExitCode {
-    let _args = Args::parse();
-    ExitCode::SUCCESS
+    // clap exits with 2 on usage errors (0 for --help and --version).
+    let result = match parse_nbctl() {
+        Invocation::Run(args) => notebookd::cli::run(args),
+        Invocation::GenerateDocs(dir) => notebookd::cli::generate_docs(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -1,37 +1,18 @@
 //! `notebookd`: the daemon. Parses arguments, sets up logging, runs
 //! [`notebookd::daemon`], and maps its outcome to an exit code.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// Serves a Jupyter notebook over TLS behind its own login.
-#[derive(Debug, Parser)]
-#[command(name = "notebookd", version, about, long_about = None)]
-struct Args {
-    /// The config file.
-    #[arg(long, short = 'c', env = notebookd::config::PATH_ENV, default_value = notebookd::config::DEFAULT_PATH, value_name = "PATH")]
-    config: PathBuf,
-
-    /// Check the config (and the TLS files and Jupyter command it names), then exit: 0 if valid, 1 if not.
-    #[arg(long)]
-    check_config: bool,
-}
+use notebookd::cli::args::NotebookdArgs;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = NotebookdArgs::parse();
     if args.check_config {
-        return match notebookd::daemon::check(&args.config) {
-            Ok((_, notes)) => {
-                for note in notes {
-                    eprintln!("note: {note}");
-                }
-                println!("{}: configuration OK", args.config.display());
-                ExitCode::SUCCESS
-            }
+        return match notebookd::cli::check_config(&args.config) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         };

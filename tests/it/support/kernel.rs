@@ -67,6 +67,29 @@ pub async fn execute(
     origin: &str,
     code: &str,
 ) -> Result<Execution, String> {
+    execute_trusting(ws_url, cookie_header, origin, code, super::rustls_client()).await
+}
+
+/// How kernel messages travel over the WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `v1.kernel.websocket.jupyter.org`: binary frames (jupyter_server 2).
+    V1,
+    /// One JSON text frame per message, with a `channel` field: what the
+    /// classic Notebook 6.x (Debian bookworm's) and jupyter_server 1 speak.
+    Legacy,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(
+    ws_url: &str,
+    cookie_header: &str,
+    origin: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    framing: Framing,
+) -> Result<Socket, String> {
     let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
     let h = request.headers_mut();
     h.insert(
@@ -77,12 +100,14 @@ pub async fn execute(
         "Origin",
         HeaderValue::from_str(origin).map_err(|e| e.to_string())?,
     );
-    h.insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let connector = tokio_tungstenite::Connector::Rustls(super::rustls_client());
-    let (mut ws, resp) =
+    if framing == Framing::V1 {
+        h.insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let (ws, resp) =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
             .await
             .map_err(|e| match e {
@@ -94,9 +119,58 @@ pub async fn execute(
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if proto != SUBPROTOCOL {
+    if framing == Framing::V1 && proto != SUBPROTOCOL {
         return Err(format!("server chose subprotocol {proto:?}"));
     }
+    Ok(ws)
+}
+
+/// [`execute`] over a TLS connection verified with `tls` (e.g. trusting a
+/// server's own self-signed certificate). Speaks the v1 framing, or the
+/// legacy JSON one when the server offers no subprotocol.
+pub async fn execute_trusting(
+    ws_url: &str,
+    cookie_header: &str,
+    origin: &str,
+    code: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Execution, String> {
+    let (ws, framing) = match connect(ws_url, cookie_header, origin, tls.clone(), Framing::V1).await
+    {
+        Ok(ws) => (ws, Framing::V1),
+        Err(e) if e.contains("no subprotocol") => (
+            connect(ws_url, cookie_header, origin, tls, Framing::Legacy).await?,
+            Framing::Legacy,
+        ),
+        Err(e) => return Err(e),
+    };
+    run_code(ws, framing, code).await
+}
+
+/// (channel, header, parent header, content) of a received message.
+fn parse_message(msg: Message, framing: Framing) -> Option<(String, Value, Value, Value)> {
+    match (framing, msg) {
+        (Framing::V1, Message::Binary(data)) => {
+            let (channel, parts) = unpack_v1(&data)?;
+            let [header, parent, _meta, content, ..] = parts.as_slice() else {
+                return None;
+            };
+            Some((channel, header.clone(), parent.clone(), content.clone()))
+        }
+        (Framing::Legacy, Message::Text(text)) => {
+            let mut v: Value = serde_json::from_str(&text).ok()?;
+            Some((
+                v["channel"].as_str()?.to_string(),
+                v["header"].take(),
+                v["parent_header"].take(),
+                v["content"].take(),
+            ))
+        }
+        _ => None,
+    }
+}
+
+async fn run_code(mut ws: Socket, framing: Framing, code: &str) -> Result<Execution, String> {
     let msg_id = format!("test-{}", std::process::id());
     let header = json!({
         "msg_id": msg_id, "session": "notebookd-test", "username": "test",
@@ -104,13 +178,21 @@ pub async fn execute(
     });
     let content = json!({"code": code, "silent": false, "store_history": false,
         "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
-    let parts = [header, json!({}), json!({}), content]
-        .iter()
-        .map(|v| serde_json::to_vec(v).expect("json"))
-        .collect::<Vec<_>>();
-    ws.send(Message::Binary(pack_v1("shell", &parts)))
-        .await
-        .map_err(|e| e.to_string())?;
+    let request = match framing {
+        Framing::V1 => {
+            let parts = [header, json!({}), json!({}), content]
+                .iter()
+                .map(|v| serde_json::to_vec(v).expect("json"))
+                .collect::<Vec<_>>();
+            Message::Binary(pack_v1("shell", &parts))
+        }
+        Framing::Legacy => Message::Text(
+            json!({"header": header, "parent_header": {}, "metadata": {},
+                "content": content, "channel": "shell", "buffers": []})
+            .to_string(),
+        ),
+    };
+    ws.send(request).await.map_err(|e| e.to_string())?;
 
     let mut out = Execution::default();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -123,11 +205,7 @@ pub async fn execute(
             .map_err(|_| format!("no reply within 60s; so far {out:?}"))?
             .ok_or("the WebSocket closed")?
             .map_err(|e| e.to_string())?;
-        let Message::Binary(data) = msg else { continue };
-        let Some((channel, parts)) = unpack_v1(&data) else {
-            continue;
-        };
-        let [header, parent, _meta, content, ..] = parts.as_slice() else {
+        let Some((channel, header, parent, content)) = parse_message(msg, framing) else {
             continue;
         };
         if parent.get("msg_id").and_then(Value::as_str) != Some(msg_id.as_str()) {

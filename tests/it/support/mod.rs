@@ -1,7 +1,9 @@
 //! The test harness: the pinned Jupyter venv, test certificates, and a real
 //! notebookd process started with a config of the test's own.
 
+pub mod container;
 pub mod kernel;
+pub mod packages;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -136,6 +138,10 @@ pub struct Options {
     pub settings: Vec<(&'static str, String)>,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
+    /// `server.listen` as a TOML value in which `{port}` stands for the
+    /// instance's port, e.g. `["127.0.0.1:{port}", "[::1]:{port}"]`;
+    /// `None`: `"127.0.0.1:{port}"`.
+    pub listen: Option<String>,
 }
 
 impl Default for Options {
@@ -149,6 +155,7 @@ impl Default for Options {
             settings: Vec::new(),
             env: Vec::new(),
             wait_ready: true,
+            listen: None,
         }
     }
 }
@@ -221,11 +228,15 @@ impl Notebookd {
         let hash = o.password_hash.clone().unwrap_or_default();
         let command = o.jupyter_command.clone().unwrap_or_else(jupyter_command);
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nbase_url = \"{base}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\nshutdown_timeout = \"3s\"\n\n\
+            "[server]\nlisten = {listen}\nbase_url = \"{base}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\nshutdown_timeout = \"3s\"\n\n\
              [tls]\nenabled = {tls}\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [auth]\npassword_hash = \"{hash}\"\n\n\
              [jupyter]\ncommand = \"{command}\"\nroot_dir = \"{root}\"\nstop_timeout = \"10s\"\n\n{extra}",
-            port = self.port,
+            listen = o
+                .listen
+                .as_deref()
+                .unwrap_or("\"127.0.0.1:{port}\"")
+                .replace("{port}", &self.port.to_string()),
             base = o.base_url,
             state = self.state_dir().display(),
             run = self.runtime_dir().display(),
@@ -466,8 +477,107 @@ impl Browser {
         }
     }
 
+    /// A browser for the site at `base` (e.g. `https://localhost:1234/nb/`)
+    /// that trusts only the certificates in `ca_pem`, connecting from
+    /// `local` (a loopback address of its own) if given.
+    pub fn trusting(base: &str, ca_pem: &[u8], local: Option<std::net::IpAddr>) -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let mut builder = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .local_address(local)
+            .timeout(Duration::from_secs(120));
+        for cert in reqwest::Certificate::from_pem_bundle(ca_pem).expect("CA PEM") {
+            builder = builder.add_root_certificate(cert);
+        }
+        let url = reqwest::Url::parse(base).expect("base URL");
+        let origin = url.origin().ascii_serialization();
+        Browser {
+            client: builder.build().expect("client"),
+            jar,
+            base: base.to_string(),
+            origin,
+        }
+    }
+
     pub fn url(&self, rel: &str) -> String {
         format!("{}{rel}", self.base)
+    }
+
+    /// Starts a python3 kernel and runs `code` in it over the kernel WebSocket,
+    /// verifying TLS with `tls`.
+    pub async fn run_in_new_kernel(
+        &self,
+        code: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> kernel::Execution {
+        let resp = self
+            .send_json(
+                reqwest::Method::POST,
+                "api/kernels",
+                &serde_json::json!({"name": "python3"}),
+            )
+            .await;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(status, 201, "start a kernel: {body}");
+        let id = body["id"].as_str().expect("kernel id");
+        let ws = format!(
+            "{}api/kernels/{id}/channels",
+            self.base.replacen("http", "ws", 1)
+        );
+        kernel::execute_trusting(&ws, &self.cookie_header(), &self.origin, code, tls)
+            .await
+            .expect("run code in the kernel")
+    }
+
+    /// Keeps trying to log in to the site at `base` (trusting `ca_pem`) until
+    /// notebookd accepts `password` and its API answers; panics after `timeout`.
+    pub async fn wait_logged_in(
+        base: &str,
+        ca_pem: &[u8],
+        password: &str,
+        timeout: Duration,
+    ) -> Browser {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let b = Browser::trusting(base, ca_pem, None);
+            let login = b
+                .client
+                .post(b.url("login"))
+                .form(&[("password", password), ("next", "/")])
+                .send()
+                .await;
+            if let Ok(r) = login {
+                if r.status() == 303 && b.get("api/contents").await.status() == 200 {
+                    return b;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "could not log in to {base} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Logs in with `password`; panics unless notebookd answers 303.
+    pub async fn login(&self, password: &str) {
+        let path = reqwest::Url::parse(&self.base)
+            .expect("base URL")
+            .path()
+            .to_string();
+        let resp = self
+            .client
+            .post(self.url("login"))
+            .form(&[("password", password), ("next", &format!("{path}tree"))])
+            .send()
+            .await
+            .expect("POST login");
+        let status = resp.status();
+        assert_eq!(status, 303, "login failed: {:?}", resp.text().await);
     }
 
     pub async fn get(&self, rel: &str) -> reqwest::Response {
@@ -528,10 +638,15 @@ impl Browser {
 
 /// A rustls client config trusting only the test CA (for WebSockets).
 pub fn rustls_client() -> Arc<rustls::ClientConfig> {
+    rustls_client_trusting(&certs().ca_pem())
+}
+
+/// A rustls client config trusting only the certificates in `pem`.
+pub fn rustls_client_trusting(pem: &[u8]) -> Arc<rustls::ClientConfig> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&certs().ca_pem()) {
+    for cert in CertificateDer::pem_slice_iter(pem) {
         roots.add(cert.expect("ca pem")).expect("add ca");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
