@@ -64,7 +64,7 @@ pub fn tls_connector(ca: &Path) -> Result<TlsConnector> {
         roots.add(cert?)?;
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])?
     .with_root_certificates(roots)

@@ -39,7 +39,7 @@ pub fn machine(v: &Versions) -> Vec<(&'static str, String)> {
         (
             "notebookd",
             format!(
-                "{} ({commit}), release build, rustls with ring",
+                "{} ({commit}), release build, rustls with aws-lc-rs",
                 notebookd::VERSION
             ),
         ),
