@@ -304,7 +304,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
     if plan.wants("api") {
         r.load.push(("GET /api/contents", procfs::loadavg()));
         for rep in 0..plan.reps {
-            for t in targets {
+            for t in in_turn(&targets, rep) {
                 eprintln!(
                     "==> {}: GET /api/contents ×{} (run {})",
                     t.via.name(),
@@ -322,7 +322,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
     if plan.wants("rtt") {
         r.load.push(("kernel round trips", procfs::loadavg()));
         for rep in 0..plan.reps {
-            for t in targets {
+            for t in in_turn(&targets, rep) {
                 eprintln!("==> {}: kernel round trips (run {})", t.via.name(), rep + 1);
                 let warmup = if rep == 0 { plan.rtt_warmup } else { 5 };
                 let samples =
@@ -339,7 +339,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
             measure::warm_file(t, stack::BIG_FILE).await?;
         }
         for rep in 0..plan.reps {
-            for t in targets {
+            for t in in_turn(&targets, rep) {
                 eprintln!(
                     "==> {}: download {} MiB (run {})",
                     t.via.name(),
@@ -370,7 +370,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
                 (Via::Notebookd, stack.notebookd_port, nbd.front_pids.clone()),
             ];
             for rep in 0..plan.reps {
-                for (via, port, pids) in &servers {
+                for (via, port, pids) in in_turn(&servers, rep) {
                     eprintln!(
                         "==> {}: {} TLS handshakes, {kind} (run {})",
                         via.name(),
@@ -409,6 +409,13 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
         p.check_alive()?;
     }
     Ok(r)
+}
+
+/// `items` starting at `rep` (mod len): each path goes first in some runs,
+/// so that a drift of the machine over a run does not favour one path.
+fn in_turn<T>(items: &[T], rep: usize) -> impl Iterator<Item = &T> {
+    let n = items.len();
+    (0..n).map(move |i| &items[(rep + i) % n])
 }
 
 pub fn command_output(program: &str, args: &[&str]) -> String {

@@ -558,8 +558,22 @@ TLS 1.3 with resumption off. Everything listens on 127.0.0.1.
 CPU time is read from `/proc/PID/task/*/schedstat` (nanoseconds, every
 thread) right before and after each load, for the front (nginx master and
 workers, or the notebookd process) and for the Jupyter behind it; the
-client's own CPU never counts. The paths take turns within each
-repetition so that background load spreads over all of them. Every loop is
+client's own CPU never counts. Context switches (voluntary and not, every
+thread, from `/proc/PID/task/*/status`) count the front's sleeps and
+wake-ups; unlike CPU time on a shared machine, they do not depend on what
+else runs. The paths take turns within each
+repetition, each going first in turn, so that background load and drift
+spread over all of them. Every loop is
 bounded in count and in time, and everything is stopped at the end (also on
 Ctrl-C).
+
+Reading the numbers: Jupyter's own `/files/` throughput varies a lot from
+one download to the next (Tornado reads and writes 64 KiB chunks in
+Python; the same file straight from its socket went at 0.3 to 2.3 GB/s in
+five consecutive curl runs), so the direct download column is the least
+steady. The handshake rate is bounded by the client, which verifies every
+certificate on the same cores: compare server CPU per handshake. For
+instruction counts rather than CPU time, run a part under callgrind:
+`BENCH_WRAP_NOTEBOOKD="valgrind --tool=callgrind" BENCH_HOOK=... ./dev
+bench --only api --reps 1` (see `--help`).
 "#;
