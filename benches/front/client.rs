@@ -82,9 +82,14 @@ pub async fn tls_stream(
     tls: &TlsConnector,
     port: u16,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.set_nodelay(true)?;
-    Ok(tls.connect(localhost()?, tcp).await?)
+    let connect = async {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok::<_, anyhow::Error>(tls.connect(localhost()?, tcp).await?)
+    };
+    tokio::time::timeout(STEP_TIMEOUT, connect)
+        .await
+        .with_context(|| format!("no TLS connection to port {port} within {STEP_TIMEOUT:?}"))?
 }
 
 async fn http1(io: Stream) -> Result<SendRequest<Full<Bytes>>> {
@@ -203,8 +208,9 @@ impl Target {
     pub async fn connect(&self) -> Result<Stream> {
         Ok(match &self.addr {
             Addr::Unix(path) => Box::new(
-                UnixStream::connect(path)
+                tokio::time::timeout(STEP_TIMEOUT, UnixStream::connect(path))
                     .await
+                    .context("connecting took longer than 60s")?
                     .with_context(|| format!("cannot connect to {}", path.display()))?,
             ),
             Addr::Tls(port) => Box::new(tls_stream(&self.tls, *port).await?),

@@ -326,7 +326,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
                 eprintln!("==> {}: kernel round trips (run {})", t.via.name(), rep + 1);
                 let warmup = if rep == 0 { plan.rtt_warmup } else { 5 };
                 let samples =
-                    measure::kernel_round_trips(t, warmup, plan.rtt_samples, plan.rtt_limit)
+                    measure::kernel_round_trips(t, rep, warmup, plan.rtt_samples, plan.rtt_limit)
                         .await?;
                 r.rtt.entry(t.via).or_default().extend(samples);
             }

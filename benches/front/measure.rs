@@ -312,12 +312,15 @@ pub const KERNEL_PROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
 /// idle have arrived. The first `warmup` are not kept.
 pub async fn kernel_round_trips(
     target: &Target,
+    run: usize,
     warmup: usize,
     samples: usize,
     limit: Duration,
 ) -> Result<Vec<Duration>> {
+    // A new session id per connection, as a browser's page has: Jupyter
+    // treats a known one as a reconnection (replaying buffered messages).
     let path = format!(
-        "/api/kernels/{}/channels?session_id=bench-{}",
+        "/api/kernels/{}/channels?session_id=bench-{}-{run}",
         target.kernel,
         target.via.name()
     );
@@ -328,7 +331,7 @@ pub async fn kernel_round_trips(
         if Instant::now() > deadline {
             break;
         }
-        let msg_id = format!("bench-{}-{i}", target.via.name());
+        let msg_id = format!("bench-{}-{run}-{i}", target.via.name());
         let header = json!({
             "msg_id": msg_id, "session": "bench", "username": "bench",
             "msg_type": "execute_request", "version": "5.3", "date": "2024-01-01T00:00:00Z"
@@ -343,14 +346,16 @@ pub async fn kernel_round_trips(
         let t = Instant::now();
         ws.send(Message::Binary(frame)).await?;
         let (mut replied, mut idle) = (false, false);
-        // The first executions wait for the kernel to start.
+        // The first executions wait for the kernel to start. One deadline for
+        // the whole execution: pings and other messages keep arriving.
         let wait = if i == 0 {
             Duration::from_secs(60)
         } else {
             Duration::from_secs(10)
         };
+        let until = tokio::time::Instant::now() + wait;
         while !(replied && idle) {
-            let msg = tokio::time::timeout(wait, ws.next())
+            let msg = tokio::time::timeout_at(until, ws.next())
                 .await
                 .with_context(|| format!("{}: no kernel reply within {wait:?}", target.via.name()))?
                 .context("the kernel WebSocket closed")??;
