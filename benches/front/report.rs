@@ -548,7 +548,7 @@ release mode, and runs it. In one temporary directory it starts:
   certificate for the handshake comparison; notebookd is switched to that
   certificate with a reload (SIGHUP).
 
-The client (Rust: tokio, hyper, rustls with ring, tokio-tungstenite) is the
+The client (Rust: tokio, hyper, rustls with aws-lc-rs, tokio-tungstenite) is the
 same code for every path; it logs in to notebookd with the password form,
 gets Jupyter's `_xsrf` cookie from `/tree` on every path, and sends the
 cookies, `X-XSRFToken`, `Origin` and (for `/files/`) `Referer` a browser
