@@ -21,6 +21,7 @@ use crate::control::{self, ReloadRequest};
 use crate::server::{self, App, DoorKeeper, Settings};
 use crate::supervise::{JupyterState, LaunchPlan, Supervisor, reap};
 use crate::systemd;
+use crate::workers::Workers;
 
 /// Everything `--check-config` checks: the config file, the TLS files, the
 /// Jupyter command. Returns the config and notes worth printing.
@@ -95,8 +96,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let supervisor = Supervisor::spawn(LaunchPlan::from_config(&config));
     let app = Arc::new(App::new(settings, supervisor.clone()));
     let (keeper, door) = DoorKeeper::new(config.limits.max_connections as usize);
+    // One thread per core serves the client connections (see workers.rs).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = Arc::new(Workers::start(cores).context("cannot start the worker threads")?);
     for listener in listeners {
-        tokio::spawn(server::accept_loop(app.clone(), listener, door.clone()));
+        tokio::spawn(server::accept_loop(
+            app.clone(),
+            listener,
+            door.clone(),
+            workers.clone(),
+        ));
     }
     drop(door);
     let scheme = if config.tls.enabled { "https" } else { "http" };
@@ -166,6 +175,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             deadline.as_secs()
         );
     }
+    // Whatever is still open (WebSockets past the deadline) ends with its thread.
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     supervisor.stop().await;
     let _ = std::fs::remove_file(control::socket_path(
         &app.settings().config.server.runtime_dir,

@@ -16,6 +16,7 @@
 //! - [`limits`]: per-connection clocks: header read timeout (408), idle keep-alive.
 //! - [`supervise`]: the Jupyter child process: config, start, readiness, restart, stop.
 //! - [`server`]: listeners, connections, routing of each request.
+//! - [`workers`]: the threads (one per core) that serve client connections.
 //! - [`control`]: the control socket (`nbctl status`, `nbctl reload`).
 //! - [`systemd`]: sd_notify, watchdog, journald detection.
 //! - [`daemon`]: ties the parts together: start, signals, reload, shutdown.
@@ -35,6 +36,7 @@ pub mod server;
 pub mod supervise;
 pub mod systemd;
 pub mod tls;
+pub mod workers;
 
 /// The version of this build, as shown by `--version` and `nbctl status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

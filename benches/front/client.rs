@@ -1,0 +1,382 @@
+//! The one client used for every path: HTTP/1.1 and WebSockets over TLS
+//! (nginx, notebookd) or over Jupyter's unix socket (direct), with the
+//! cookies, XSRF token and Origin a browser would send.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// A connected byte stream: TLS over TCP, or a unix socket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Stream = Box<dyn Io>;
+
+/// The client reads answers into buffers of up to this size.
+const READ_BUFFER: usize = 1024 * 1024;
+
+/// The connection half of [`Target::http_inline`]; `None` once it ended.
+pub type Inline =
+    Option<Pin<Box<hyper::client::conn::http1::Connection<TokioIo<Stream>, Full<Bytes>>>>>;
+
+/// Runs `work` (requests on the connection) while polling the connection.
+pub async fn alongside<T>(conn: &mut Inline, work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::pin!(work);
+    let Some(c) = conn.as_mut() else {
+        return work.await;
+    };
+    tokio::select! {
+        r = &mut work => r,
+        ended = c.as_mut() => {
+            *conn = None;
+            ended?;
+            work.await
+        }
+    }
+}
+
+/// Bounds every single exchange of the setup steps.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A TLS 1.3 client trusting only the benchmark CA, with session
+/// resumption off so that every connection is a full handshake.
+pub fn tls_connector(ca: &Path) -> Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).context("cannot read the bench CA")? {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+pub fn localhost() -> Result<ServerName<'static>> {
+    Ok(ServerName::try_from("localhost")?.to_owned())
+}
+
+pub async fn tls_stream(
+    tls: &TlsConnector,
+    port: u16,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let connect = async {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok::<_, anyhow::Error>(tls.connect(localhost()?, tcp).await?)
+    };
+    tokio::time::timeout(STEP_TIMEOUT, connect)
+        .await
+        .with_context(|| format!("no TLS connection to port {port} within {STEP_TIMEOUT:?}"))?
+}
+
+async fn http1(io: Stream) -> Result<SendRequest<Full<Bytes>>> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn status_of(io: Stream, host: &str, path: &str) -> Result<u16> {
+    let mut sender = http1(io).await?;
+    let req = Request::get(path)
+        .header(header::HOST, host)
+        .body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req)).await??;
+    Ok(resp.status().as_u16())
+}
+
+/// The status of `GET path` on a unix socket (readiness of Jupyter).
+pub async fn unix_status(socket: &Path, path: &str) -> Result<u16> {
+    let io = UnixStream::connect(socket).await?;
+    status_of(Box::new(io), "localhost", path).await
+}
+
+/// The status of `GET /api/status` over TLS on `port` (readiness of nginx).
+pub async fn tls_probe(tls: &TlsConnector, port: u16) -> Result<u16> {
+    let io = tls_stream(tls, port).await?;
+    status_of(Box::new(io), &format!("localhost:{port}"), "/api/status").await
+}
+
+/// The three ways to Jupyter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Via {
+    Direct,
+    Nginx,
+    Notebookd,
+}
+
+impl Via {
+    pub const ALL: [Via; 3] = [Via::Direct, Via::Nginx, Via::Notebookd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Direct => "direct",
+            Via::Nginx => "nginx",
+            Via::Notebookd => "notebookd",
+        }
+    }
+}
+
+enum Addr {
+    Unix(PathBuf),
+    Tls(u16),
+}
+
+/// One way to Jupyter, with a browser's session on it: cookies (notebookd's
+/// session, Jupyter's `_xsrf`), a kernel and a terminal.
+pub struct Target {
+    pub via: Via,
+    addr: Addr,
+    tls: TlsConnector,
+    /// The Host header (and the authority of Origin and Referer).
+    pub host: String,
+    pub origin: String,
+    jar: BTreeMap<String, String>,
+    cookie_header: String,
+    /// The processes whose CPU and memory the front costs (none for direct).
+    pub front_pids: Vec<u32>,
+    /// The Jupyter server behind this way.
+    pub jupyter_pid: u32,
+    pub kernel: String,
+    pub terminal: String,
+}
+
+impl Target {
+    pub fn unix(socket: PathBuf, tls: TlsConnector, jupyter_pid: u32) -> Target {
+        Target::new(
+            Via::Direct,
+            Addr::Unix(socket),
+            tls,
+            "localhost",
+            "http",
+            jupyter_pid,
+        )
+    }
+
+    pub fn tls(via: Via, port: u16, tls: TlsConnector, jupyter_pid: u32) -> Target {
+        let host = format!("localhost:{port}");
+        Target::new(via, Addr::Tls(port), tls, &host, "https", jupyter_pid)
+    }
+
+    fn new(
+        via: Via,
+        addr: Addr,
+        tls: TlsConnector,
+        host: &str,
+        scheme: &str,
+        jupyter_pid: u32,
+    ) -> Target {
+        Target {
+            via,
+            addr,
+            tls,
+            host: host.to_string(),
+            origin: format!("{scheme}://{host}"),
+            jar: BTreeMap::new(),
+            cookie_header: String::new(),
+            front_pids: Vec::new(),
+            jupyter_pid,
+            kernel: String::new(),
+            terminal: String::new(),
+        }
+    }
+
+    pub async fn connect(&self) -> Result<Stream> {
+        Ok(match &self.addr {
+            Addr::Unix(path) => Box::new(
+                tokio::time::timeout(STEP_TIMEOUT, UnixStream::connect(path))
+                    .await
+                    .context("connecting took longer than 60s")?
+                    .with_context(|| format!("cannot connect to {}", path.display()))?,
+            ),
+            Addr::Tls(port) => Box::new(tls_stream(&self.tls, *port).await?),
+        })
+    }
+
+    /// A fresh HTTP/1.1 connection.
+    pub async fn http(&self) -> Result<SendRequest<Full<Bytes>>> {
+        http1(self.connect().await?).await
+    }
+
+    /// A fresh HTTP/1.1 connection whose connection half the caller polls in
+    /// its own task (with [`alongside`]), so that reading an answer never
+    /// waits for another task, perhaps on another thread, to be woken: on
+    /// this shared 2-core machine the client must not be the bottleneck.
+    pub async fn http_inline(&self) -> Result<(SendRequest<Full<Bytes>>, Inline)> {
+        let io = self.connect().await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(READ_BUFFER)
+            .handshake(TokioIo::new(io))
+            .await?;
+        Ok((sender, Some(Box::pin(conn))))
+    }
+
+    /// A request as the browser sends it: Host and the session's cookies.
+    pub fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host);
+        if !self.cookie_header.is_empty() {
+            b = b.header(header::COOKIE, &self.cookie_header);
+        }
+        b
+    }
+
+    /// One exchange on a fresh connection; cookies the answer sets are kept.
+    async fn call(
+        &mut self,
+        req: http::request::Builder,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        let mut sender = self.http().await?;
+        let resp = tokio::time::timeout(
+            STEP_TIMEOUT,
+            sender.send_request(req.body(Full::new(body))?),
+        )
+        .await
+        .context("no answer within 60s")??;
+        for v in resp.headers().get_all(header::SET_COOKIE) {
+            let Some((name, value)) = v
+                .to_str()
+                .ok()
+                .and_then(|c| c.split(';').next())
+                .and_then(|nv| nv.split_once('='))
+            else {
+                continue;
+            };
+            self.jar
+                .insert(name.trim().to_string(), value.trim().to_string());
+        }
+        self.cookie_header = self
+            .jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let status = resp.status();
+        let body = tokio::time::timeout(STEP_TIMEOUT, resp.into_body().collect())
+            .await
+            .context("body not complete within 60s")??
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// A state-changing JSON request as Jupyter's UI sends it.
+    async fn api(&mut self, method: Method, path: &str, body: &str) -> Result<(StatusCode, Bytes)> {
+        let xsrf = self.jar.get("_xsrf").cloned().unwrap_or_default();
+        let req = self
+            .request(method, path)
+            .header("X-XSRFToken", xsrf)
+            .header(header::ORIGIN, &self.origin)
+            .header(header::CONTENT_TYPE, "application/json");
+        self.call(req, Bytes::from(body.to_string())).await
+    }
+
+    /// Logs in (notebookd), fetches Jupyter's XSRF cookie, starts a kernel and a terminal.
+    pub async fn open_session(&mut self, password: Option<&str>) -> Result<()> {
+        let via = self.via.name();
+        if let Some(password) = password {
+            let form = format!(
+                "password={}&next=%2Ftree",
+                form_urlencoded::byte_serialize(password.as_bytes()).collect::<String>()
+            );
+            let req = self
+                .request(Method::POST, "/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            let (status, _) = self.call(req, Bytes::from(form)).await?;
+            if status != StatusCode::SEE_OTHER {
+                bail!("{via}: login answered {status}");
+            }
+        }
+        let req = self
+            .request(Method::GET, "/tree")
+            .header(header::ACCEPT, "text/html");
+        let (status, _) = self.call(req, Bytes::new()).await?;
+        if status != StatusCode::OK || !self.jar.contains_key("_xsrf") {
+            bail!("{via}: GET /tree answered {status} without an _xsrf cookie");
+        }
+        let (status, body) = self
+            .api(Method::POST, "/api/kernels", r#"{"name": "python3"}"#)
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("{via}: starting a kernel answered {status}: {body:?}");
+        }
+        self.kernel = json_field(&body, "id")?;
+        let (status, body) = self.api(Method::POST, "/api/terminals", "{}").await?;
+        if status != StatusCode::OK {
+            bail!("{via}: starting a terminal answered {status}: {body:?}");
+        }
+        self.terminal = json_field(&body, "name")?;
+        Ok(())
+    }
+
+    /// Shuts the kernel and the terminal down.
+    pub async fn close_session(&mut self) {
+        let kernel = format!("/api/kernels/{}", self.kernel);
+        let terminal = format!("/api/terminals/{}", self.terminal);
+        for path in [kernel, terminal] {
+            if let Err(e) = self.api(Method::DELETE, &path, "").await {
+                eprintln!("{}: DELETE {path}: {e:#}", self.via.name());
+            }
+        }
+    }
+
+    /// A WebSocket on `path`, with the session's cookies and Origin.
+    pub async fn websocket(
+        &self,
+        path: &str,
+        subprotocol: Option<&str>,
+    ) -> Result<WebSocketStream<Stream>> {
+        let mut req = format!("ws://{}{path}", self.host).into_client_request()?;
+        let h = req.headers_mut();
+        h.insert("Cookie", HeaderValue::from_str(&self.cookie_header)?);
+        h.insert("Origin", HeaderValue::from_str(&self.origin)?);
+        if let Some(p) = subprotocol {
+            h.insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
+        }
+        let io = self.connect().await?;
+        let (ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::client_async(req, io))
+            .await
+            .context("WebSocket handshake not done within 60s")?
+            .with_context(|| format!("{}: WebSocket {path}", self.via.name()))?;
+        Ok(ws)
+    }
+
+    /// The Referer a page of this site would send (Jupyter checks it on /files/).
+    pub fn referer(&self) -> String {
+        format!("{}/tree", self.origin)
+    }
+}
+
+fn json_field(body: &[u8], key: &str) -> Result<String> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    v.get(key)
+        .and_then(|x| x.as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no {key:?} in {v}"))
+}

@@ -1,0 +1,435 @@
+//! The front-door benchmark, run by `./dev bench`: one Jupyter reached
+//! directly over its unix socket, through nginx (the usual Jupyter site) and
+//! through notebookd, measured side by side in the same run, and written up
+//! in BENCHMARKS.md. See the report's Method section for what is measured
+//! and how. Every load is bounded in count and in time; everything started
+//! here listens on loopback only and is stopped at the end (or on Ctrl-C).
+//!
+//! Usage: `cargo bench --bench front -- [--quick] [--out FILE]`
+//! (`./dev bench` installs nginx and the pinned Jupyter first).
+
+mod client;
+mod measure;
+mod procfs;
+mod report;
+mod stack;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use client::{Target, Via};
+use measure::{DownloadRun, HandshakeRun, IdleSockets, LoadRun};
+use stack::Stack;
+
+/// How much of everything to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    /// Only these parts (`--only`); all when empty.
+    pub only: Vec<String>,
+    /// Each measurement runs this many times, the paths taking turns.
+    pub reps: usize,
+    pub api_requests: usize,
+    pub api_connections: usize,
+    pub api_limit: Duration,
+    pub rtt_warmup: usize,
+    pub rtt_samples: usize,
+    pub rtt_limit: Duration,
+    pub download_bytes: u64,
+    pub download_limit: Duration,
+    pub handshakes: usize,
+    pub handshake_concurrency: usize,
+    pub handshake_limit: Duration,
+    pub idle_sockets: usize,
+    pub idle_limit: Duration,
+}
+
+/// The parts of a run, in order.
+pub const PARTS: [&str; 5] = ["sockets", "api", "rtt", "download", "handshakes"];
+
+impl Plan {
+    pub fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+
+    /// A run that is not the standard one (and so is not written to BENCHMARKS.md by default).
+    pub fn partial(&self) -> bool {
+        self.quick || !self.only.is_empty() || self.reps != Plan::full().reps
+    }
+
+    fn full() -> Plan {
+        Plan {
+            quick: false,
+            only: Vec::new(),
+            reps: 3,
+            api_requests: 1000,
+            api_connections: 4,
+            api_limit: Duration::from_secs(60),
+            rtt_warmup: 20,
+            rtt_samples: 200,
+            rtt_limit: Duration::from_secs(60),
+            download_bytes: 1 << 30,
+            download_limit: Duration::from_secs(120),
+            handshakes: 2000,
+            handshake_concurrency: 8,
+            handshake_limit: Duration::from_secs(30),
+            idle_sockets: 256,
+            idle_limit: Duration::from_secs(120),
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            quick: true,
+            reps: 1,
+            api_requests: 200,
+            rtt_warmup: 5,
+            rtt_samples: 50,
+            download_bytes: 128 << 20,
+            handshakes: 200,
+            idle_sockets: 32,
+            ..Plan::full()
+        }
+    }
+}
+
+/// Everything measured, by path.
+#[derive(Default)]
+pub struct Results {
+    pub date: String,
+    pub machine: Vec<(&'static str, String)>,
+    /// `/proc/loadavg` before each part of the run.
+    pub load: Vec<(&'static str, String)>,
+    pub idle_start: BTreeMap<Via, procfs::Memory>,
+    pub idle_end: BTreeMap<Via, procfs::Memory>,
+    pub sockets: BTreeMap<Via, IdleSockets>,
+    pub api: BTreeMap<Via, Vec<LoadRun>>,
+    pub rtt: BTreeMap<Via, Vec<Duration>>,
+    pub downloads: BTreeMap<Via, Vec<DownloadRun>>,
+    /// By key type ("ECDSA P-256", "RSA 2048"), then path.
+    pub handshakes: BTreeMap<&'static str, BTreeMap<Via, Vec<HandshakeRun>>>,
+}
+
+struct Args {
+    quick: bool,
+    only: Vec<String>,
+    reps: Option<usize>,
+    out: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        quick: false,
+        only: Vec::new(),
+        reps: None,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            // cargo bench passes --bench to every bench binary.
+            "--bench" => {}
+            "--quick" => args.quick = true,
+            "--out" => args.out = Some(it.next().context("--out needs a file name")?.into()),
+            "--only" => {
+                let list = it.next().context("--only needs a list of parts")?;
+                for part in list.split(',') {
+                    if !PARTS.contains(&part) {
+                        bail!(
+                            "--only: unknown part {part:?}; the parts are {}",
+                            PARTS.join(",")
+                        );
+                    }
+                    args.only.push(part.to_string());
+                }
+            }
+            "--reps" => {
+                let n = it.next().context("--reps needs a number")?;
+                args.reps = Some(
+                    n.parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .with_context(|| format!("--reps: {n:?} is not a positive number"))?,
+                );
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: ./dev bench [--quick] [--only PART,...] [--reps N] [--out FILE]\n\n\
+                     Measures Jupyter directly, through nginx and through notebookd, and\n\
+                     writes BENCHMARKS.md (or FILE).\n\
+                     \x20 --quick      a short smoke run\n\
+                     \x20 --only       some of: {}\n\
+                     \x20 --reps N     runs of each measurement (default 3)\n\
+                     A run that is not the standard one is printed, and written only with --out.\n\n\
+                     BENCH_WRAP_NOTEBOOKD / BENCH_WRAP_NGINX: a command to run notebookd or\n\
+                     nginx under, e.g. \"valgrind --tool=callgrind\" (then use callgrind_control\n\
+                     to zero and dump around one part).\n\
+                     BENCH_HOOK: a command run as `CMD start|stop api|download PATH PID...`\n\
+                     right around each measured load (PID: the front's processes).",
+                    PARTS.join(",")
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = parse_args()?;
+    let mut plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    plan.only = args.only;
+    if let Some(n) = args.reps {
+        plan.reps = n;
+    }
+    let venv = PathBuf::from(
+        std::env::var("NOTEBOOKD_VENV")
+            .context("NOTEBOOKD_VENV is not set: run the benchmark with ./dev bench")?,
+    );
+    if !venv.join("bin/jupyter").exists() {
+        bail!("{}/bin/jupyter is missing: run ./dev venv", venv.display());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(async {
+        tokio::spawn(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("interrupted: stopping everything");
+            stack::stop_everything();
+            std::process::exit(130);
+        });
+        let mut stack = Stack::start(&venv, plan.download_bytes).await?;
+        let results = measure_all(&plan, &mut stack, &venv).await;
+        stack.stop();
+        results
+    })?;
+    let text = report::render(&plan, &results);
+    let out = match (args.out, plan.partial()) {
+        (Some(out), _) => Some(out),
+        (None, false) => Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md")),
+        (None, true) => None,
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("==> wrote {}", path.display());
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> Result<Results> {
+    let mut r = Results {
+        date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        ..Results::default()
+    };
+    r.machine = report::machine(&stack.versions(venv));
+
+    let mut direct = Target::unix(
+        stack.jupyter_socket.clone(),
+        stack.tls.clone(),
+        stack.jupyter.pid(),
+    );
+    let mut nginx = Target::tls(
+        Via::Nginx,
+        stack.nginx_port_ec,
+        stack.tls.clone(),
+        stack.jupyter.pid(),
+    );
+    nginx.front_pids = stack.nginx_pids();
+    let mut nbd = Target::tls(
+        Via::Notebookd,
+        stack.notebookd_port,
+        stack.tls.clone(),
+        stack.notebookd_jupyter_pid()?,
+    );
+    nbd.front_pids = vec![stack.notebookd.pid()];
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for t in [&direct, &nginx, &nbd] {
+        r.idle_start.insert(t.via, procfs::memory(&t.front_pids)?);
+    }
+
+    eprintln!("==> logging in, starting a kernel and a terminal on each path");
+    direct.open_session(None).await?;
+    nginx.open_session(None).await?;
+    nbd.open_session(Some(&stack.password)).await?;
+    let targets = [&direct, &nginx, &nbd];
+
+    if plan.wants("sockets") {
+        r.load.push(("idle WebSockets", procfs::loadavg()));
+        for t in targets {
+            eprintln!(
+                "==> {}: {} idle terminal WebSockets",
+                t.via.name(),
+                plan.idle_sockets
+            );
+            let s = measure::idle_websockets(t, plan.idle_sockets, plan.idle_limit).await?;
+            r.sockets.insert(t.via, s);
+        }
+    }
+
+    if plan.wants("api") {
+        r.load.push(("GET /api/contents", procfs::loadavg()));
+        for rep in 0..plan.reps {
+            for t in in_turn(&targets, rep) {
+                eprintln!(
+                    "==> {}: GET /api/contents ×{} (run {})",
+                    t.via.name(),
+                    plan.api_requests,
+                    rep + 1
+                );
+                let run =
+                    measure::api_load(t, plan.api_requests, plan.api_connections, plan.api_limit)
+                        .await?;
+                r.api.entry(t.via).or_default().push(run);
+            }
+        }
+    }
+
+    if plan.wants("rtt") {
+        r.load.push(("kernel round trips", procfs::loadavg()));
+        for rep in 0..plan.reps {
+            for t in in_turn(&targets, rep) {
+                eprintln!("==> {}: kernel round trips (run {})", t.via.name(), rep + 1);
+                let warmup = if rep == 0 { plan.rtt_warmup } else { 5 };
+                let samples =
+                    measure::kernel_round_trips(t, rep, warmup, plan.rtt_samples, plan.rtt_limit)
+                        .await?;
+                r.rtt.entry(t.via).or_default().extend(samples);
+            }
+        }
+    }
+
+    if plan.wants("download") {
+        r.load.push(("downloads", procfs::loadavg()));
+        for t in targets {
+            measure::warm_file(t, stack::BIG_FILE).await?;
+        }
+        for rep in 0..plan.reps {
+            for t in in_turn(&targets, rep) {
+                eprintln!(
+                    "==> {}: download {} MiB (run {})",
+                    t.via.name(),
+                    plan.download_bytes >> 20,
+                    rep + 1
+                );
+                let run = measure::download(
+                    t,
+                    stack::BIG_FILE,
+                    stack.big_file_bytes,
+                    plan.download_limit,
+                )
+                .await?;
+                r.downloads.entry(t.via).or_default().push(run);
+            }
+        }
+    }
+
+    if plan.wants("handshakes") {
+        r.load.push(("TLS handshakes", procfs::loadavg()));
+        for (kind, key, nginx_port) in [
+            ("ECDSA P-256", "ec", stack.nginx_port_ec),
+            ("RSA 2048", "rsa", stack.nginx_port_rsa),
+        ] {
+            stack.notebookd_use_cert(key).await?;
+            let servers = [
+                (Via::Nginx, nginx_port, nginx.front_pids.clone()),
+                (Via::Notebookd, stack.notebookd_port, nbd.front_pids.clone()),
+            ];
+            for rep in 0..plan.reps {
+                for (via, port, pids) in in_turn(&servers, rep) {
+                    eprintln!(
+                        "==> {}: {} TLS handshakes, {kind} (run {})",
+                        via.name(),
+                        plan.handshakes,
+                        rep + 1
+                    );
+                    let run = measure::handshakes(
+                        &stack.tls,
+                        *port,
+                        pids,
+                        plan.handshakes,
+                        plan.handshake_concurrency,
+                        plan.handshake_limit,
+                    )
+                    .await?;
+                    r.handshakes
+                        .entry(kind)
+                        .or_default()
+                        .entry(*via)
+                        .or_default()
+                        .push(run);
+                }
+            }
+        }
+    }
+
+    direct.close_session().await;
+    nginx.close_session().await;
+    nbd.close_session().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for t in [&direct, &nginx, &nbd] {
+        r.idle_end.insert(t.via, procfs::memory(&t.front_pids)?);
+    }
+    r.load.push(("end", procfs::loadavg()));
+    for p in [&mut stack.notebookd, &mut stack.nginx, &mut stack.jupyter] {
+        p.check_alive()?;
+    }
+    Ok(r)
+}
+
+/// `items` starting at `rep` (mod len): each path goes first in some runs,
+/// so that a drift of the machine over a run does not favour one path.
+fn in_turn<T>(items: &[T], rep: usize) -> impl Iterator<Item = &T> {
+    let n = items.len();
+    (0..n).map(move |i| &items[(rep + i) % n])
+}
+
+pub fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let out = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&out).trim().to_string()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

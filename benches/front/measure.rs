@@ -1,0 +1,508 @@
+//! The measurements. Each is bounded in count and in time, and reads the CPU
+//! time of the processes under test from `/proc` right before and after its
+//! load, so that what the client costs never counts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{Target, alongside, tls_stream};
+use crate::procfs;
+
+/// CPU time of the front and of Jupyter during one measurement, in ns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub front_ns: u64,
+    pub jupyter_ns: u64,
+    /// Context switches of the front.
+    pub front_switches: u64,
+}
+
+struct CpuProbe {
+    front: Vec<u32>,
+    jupyter: u32,
+    start: (u64, u64, u64),
+}
+
+impl CpuProbe {
+    fn start(target: &Target) -> Result<CpuProbe> {
+        let front = target.front_pids.clone();
+        let jupyter = target.jupyter_pid;
+        let start = (
+            procfs::cpu_ns(&front)?,
+            procfs::cpu_ns(&[jupyter])?,
+            procfs::context_switches(&front)?,
+        );
+        Ok(CpuProbe {
+            front,
+            jupyter,
+            start,
+        })
+    }
+
+    fn stop(self) -> Result<Cpu> {
+        Ok(Cpu {
+            front_ns: procfs::cpu_ns(&self.front)?.saturating_sub(self.start.0),
+            jupyter_ns: procfs::cpu_ns(&[self.jupyter])?.saturating_sub(self.start.1),
+            front_switches: procfs::context_switches(&self.front)?.saturating_sub(self.start.2),
+        })
+    }
+}
+
+/// Runs `$BENCH_HOOK start|stop PART PATH PID...` (the front's pids), if set,
+/// right around a measured load: e.g. to zero and dump callgrind's counters
+/// of exactly the measured requests.
+fn hook(phase: &str, part: &str, target: &Target) -> Result<()> {
+    let Ok(command) = std::env::var("BENCH_HOOK") else {
+        return Ok(());
+    };
+    let status = std::process::Command::new(&command)
+        .args([phase, part, target.via.name()])
+        .args(target.front_pids.iter().map(u32::to_string))
+        .status()
+        .with_context(|| format!("cannot run BENCH_HOOK {command}"))?;
+    if !status.success() {
+        bail!("BENCH_HOOK {command} {phase} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Latency percentiles of a set of samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+}
+
+impl Percentiles {
+    pub fn of(samples: &mut [Duration]) -> Percentiles {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return Duration::ZERO;
+            }
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i]
+        };
+        Percentiles {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+        }
+    }
+}
+
+/// `GET /api/contents` from several keep-alive connections at once.
+#[derive(Debug, Clone, Default)]
+pub struct LoadRun {
+    pub requests: usize,
+    pub secs: f64,
+    pub latency: Percentiles,
+    pub cpu: Cpu,
+}
+
+pub async fn api_load(
+    target: &Target,
+    total: usize,
+    connections: usize,
+    limit: Duration,
+) -> Result<LoadRun> {
+    // Connect and warm each connection up before the clock and the CPU probe start.
+    let mut senders = Vec::new();
+    for _ in 0..connections {
+        let (mut s, mut conn) = target.http_inline().await?;
+        alongside(&mut conn, get_contents(target, &mut s)).await?;
+        senders.push((s, conn));
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    hook("start", "api", target)?;
+    let probe = CpuProbe::start(target)?;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut tasks = Vec::new();
+    for (mut sender, mut conn) in senders {
+        let next = next.clone();
+        let req = target.request(Method::GET, "/api/contents");
+        let (parts, ()) = req.body(())?.into_parts();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+                let t = Instant::now();
+                let exchange = async {
+                    sender.ready().await?;
+                    let req = http::Request::from_parts(parts.clone(), Full::new(Bytes::new()));
+                    let resp = sender.send_request(req).await?;
+                    let status = resp.status();
+                    resp.into_body().collect().await?;
+                    if status != StatusCode::OK {
+                        bail!("GET /api/contents answered {status}");
+                    }
+                    Ok(())
+                };
+                alongside(&mut conn, exchange).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = probe.stop()?;
+    hook("stop", "api", target)?;
+    Ok(LoadRun {
+        requests: all.len(),
+        secs,
+        latency: Percentiles::of(&mut all),
+        cpu,
+    })
+}
+
+async fn get_contents(
+    target: &Target,
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+) -> Result<()> {
+    let req = target
+        .request(Method::GET, "/api/contents")
+        .body(Full::new(Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    resp.into_body().collect().await?;
+    if status != StatusCode::OK {
+        bail!("{}: GET /api/contents answered {status}", target.via.name());
+    }
+    Ok(())
+}
+
+/// `HEAD /files/FILE`: Tornado hashes (SHA-512) a static file the first time
+/// it serves it, and keeps the hash; that one-off cost is not the download's.
+pub async fn warm_file(target: &Target, file: &str) -> Result<()> {
+    let mut sender = target.http().await?;
+    let req = target
+        .request(Method::HEAD, &format!("/files/{file}"))
+        .header(header::REFERER, target.referer())
+        .body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(120), sender.send_request(req))
+        .await
+        .context("HEAD /files/ took longer than 120s")??;
+    if resp.status() != StatusCode::OK {
+        bail!(
+            "{}: HEAD /files/{file} answered {}",
+            target.via.name(),
+            resp.status()
+        );
+    }
+    Ok(())
+}
+
+/// One download of the big file from `/files/`.
+#[derive(Debug, Clone, Default)]
+pub struct DownloadRun {
+    pub bytes: u64,
+    pub secs: f64,
+    pub cpu: Cpu,
+}
+
+pub async fn download(
+    target: &Target,
+    file: &str,
+    expect: u64,
+    limit: Duration,
+) -> Result<DownloadRun> {
+    let (mut sender, mut conn) = target.http_inline().await?;
+    let req = target
+        .request(Method::GET, &format!("/files/{file}"))
+        .header(header::REFERER, target.referer())
+        .body(Full::new(Bytes::new()))?;
+    hook("start", "download", target)?;
+    let probe = CpuProbe::start(target)?;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let transfer = async {
+        let resp = sender.send_request(req).await?;
+        if resp.status() != StatusCode::OK {
+            bail!(
+                "{}: GET /files/{file} answered {}",
+                target.via.name(),
+                resp.status()
+            );
+        }
+        let mut body = resp.into_body();
+        let mut bytes = 0u64;
+        while let Some(frame) = tokio::time::timeout_at(deadline.into(), body.frame())
+            .await
+            .with_context(|| format!("the download took longer than {limit:?}"))?
+        {
+            if let Ok(data) = frame?.into_data() {
+                bytes += data.len() as u64;
+            }
+        }
+        Ok(bytes)
+    };
+    let bytes = alongside(&mut conn, transfer).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = probe.stop()?;
+    hook("stop", "download", target)?;
+    if bytes != expect {
+        bail!(
+            "{}: downloaded {bytes} bytes of {expect}",
+            target.via.name()
+        );
+    }
+    Ok(DownloadRun { bytes, secs, cpu })
+}
+
+/// Packs a kernel message in the `v1.kernel.websocket.jupyter.org` framing.
+fn pack_v1(channel: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+    let n = 2 + parts.len();
+    let mut offsets = Vec::with_capacity(n);
+    let mut at = 8 * (1 + n) as u64;
+    offsets.push(at);
+    at += channel.len() as u64;
+    offsets.push(at);
+    for p in parts {
+        at += p.len() as u64;
+        offsets.push(at);
+    }
+    let mut out = Vec::with_capacity(at as usize);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    for o in &offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out.extend_from_slice(channel.as_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// The channel, header, parent header and content of a v1 kernel message.
+fn unpack_v1(data: &[u8]) -> Option<(String, Value, Value, Value)> {
+    let word = |i: usize| -> Option<usize> {
+        Some(u64::from_le_bytes(data.get(8 * i..8 * i + 8)?.try_into().ok()?) as usize)
+    };
+    let n = word(0)?;
+    if n < 6 {
+        return None;
+    }
+    let offsets: Vec<usize> = (1..=n).map(word).collect::<Option<_>>()?;
+    let part = |i: usize| data.get(offsets[i]..*offsets.get(i + 1)?);
+    let channel = std::str::from_utf8(part(0)?).ok()?.to_string();
+    let json = |i: usize| serde_json::from_slice::<Value>(part(i)?).ok();
+    Some((channel, json(1)?, json(2)?, json(4)?))
+}
+
+pub const KERNEL_PROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
+
+/// Round trips of `1+1` on one kernel WebSocket: from sending the
+/// execute_request until both its execute_reply and the kernel's return to
+/// idle have arrived. The first `warmup` are not kept.
+pub async fn kernel_round_trips(
+    target: &Target,
+    run: usize,
+    warmup: usize,
+    samples: usize,
+    limit: Duration,
+) -> Result<Vec<Duration>> {
+    // A new session id per connection, as a browser's page has: Jupyter
+    // treats a known one as a reconnection (replaying buffered messages).
+    let path = format!(
+        "/api/kernels/{}/channels?session_id=bench-{}-{run}",
+        target.kernel,
+        target.via.name()
+    );
+    let mut ws = target.websocket(&path, Some(KERNEL_PROTOCOL)).await?;
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        if Instant::now() > deadline {
+            break;
+        }
+        let msg_id = format!("bench-{}-{run}-{i}", target.via.name());
+        let header = json!({
+            "msg_id": msg_id, "session": "bench", "username": "bench",
+            "msg_type": "execute_request", "version": "5.3", "date": "2024-01-01T00:00:00Z"
+        });
+        let content = json!({"code": "1+1", "silent": false, "store_history": false,
+            "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
+        let parts = [header, json!({}), json!({}), content]
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()?;
+        let frame = pack_v1("shell", &parts);
+        let t = Instant::now();
+        ws.send(Message::Binary(frame)).await?;
+        let (mut replied, mut idle) = (false, false);
+        // The first executions wait for the kernel to start. One deadline for
+        // the whole execution: pings and other messages keep arriving.
+        let wait = if i == 0 {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(10)
+        };
+        let until = tokio::time::Instant::now() + wait;
+        while !(replied && idle) {
+            let msg = tokio::time::timeout_at(until, ws.next())
+                .await
+                .with_context(|| format!("{}: no kernel reply within {wait:?}", target.via.name()))?
+                .context("the kernel WebSocket closed")??;
+            let Message::Binary(data) = msg else { continue };
+            let Some((channel, header, parent, content)) = unpack_v1(&data) else {
+                continue;
+            };
+            if parent.get("msg_id").and_then(Value::as_str) != Some(msg_id.as_str()) {
+                continue;
+            }
+            match (channel.as_str(), header["msg_type"].as_str().unwrap_or("")) {
+                ("shell", "execute_reply") => {
+                    if content["status"] != "ok" {
+                        bail!("1+1 failed: {content}");
+                    }
+                    replied = true;
+                }
+                ("iopub", "status") if content["execution_state"] == "idle" => idle = true,
+                _ => {}
+            }
+        }
+        if i >= warmup {
+            out.push(t.elapsed());
+        }
+    }
+    let _ = ws.close(None).await;
+    if out.is_empty() {
+        bail!(
+            "{}: no kernel round trip within {limit:?}",
+            target.via.name()
+        );
+    }
+    Ok(out)
+}
+
+/// Memory of the front (and of Jupyter) with `n` idle terminal WebSockets open.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdleSockets {
+    pub n: usize,
+    pub front_before: procfs::Memory,
+    pub front_after: procfs::Memory,
+    pub jupyter_before: procfs::Memory,
+    pub jupyter_after: procfs::Memory,
+}
+
+pub async fn idle_websockets(target: &Target, n: usize, limit: Duration) -> Result<IdleSockets> {
+    let path = format!("/terminals/websocket/{}", target.terminal);
+    let front_before = procfs::memory(&target.front_pids)?;
+    let jupyter_before = procfs::memory(&[target.jupyter_pid])?;
+    let deadline = Instant::now() + limit;
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        if Instant::now() > deadline {
+            bail!(
+                "{}: opening {n} WebSockets took longer than {limit:?}",
+                target.via.name()
+            );
+        }
+        let mut ws = target.websocket(&path, None).await?;
+        // terminado greets every client with ["setup", {}]: the socket is live.
+        tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .context("no greeting on the terminal WebSocket within 10s")?
+            .context("the terminal WebSocket closed")??;
+        open.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let front_after = procfs::memory(&target.front_pids)?;
+    let jupyter_after = procfs::memory(&[target.jupyter_pid])?;
+    for mut ws in open {
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    }
+    Ok(IdleSockets {
+        n,
+        front_before,
+        front_after,
+        jupyter_before,
+        jupyter_after,
+    })
+}
+
+/// Full TLS 1.3 handshakes: a new TCP connection each time, no resumption;
+/// the client closes with close_notify right after the handshake.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeRun {
+    pub count: usize,
+    pub secs: f64,
+    pub server_ns: u64,
+    pub negotiated: String,
+}
+
+pub async fn handshakes(
+    tls: &TlsConnector,
+    port: u16,
+    server_pids: &[u32],
+    total: usize,
+    concurrency: usize,
+    limit: Duration,
+) -> Result<HandshakeRun> {
+    let negotiated = {
+        let s = tls_stream(tls, port).await?;
+        let (_, conn) = s.get_ref();
+        format!(
+            "{:?}, {:?}, {:?}",
+            conn.protocol_version().context("no TLS version")?,
+            conn.negotiated_cipher_suite()
+                .context("no cipher suite")?
+                .suite(),
+            conn.negotiated_key_exchange_group()
+                .context("no key exchange group")?
+                .name(),
+        )
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let start_cpu = procfs::cpu_ns(server_pids)?;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, done, tls) = (next.clone(), done.clone(), tls.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+                let mut s = tls_stream(&tls, port).await?;
+                s.shutdown().await?;
+                // Read the server's tickets and its close, so each connection ends cleanly.
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // The server may still be tearing the last connections down.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server_ns = procfs::cpu_ns(server_pids)?.saturating_sub(start_cpu);
+    Ok(HandshakeRun {
+        count: done.load(Ordering::Relaxed),
+        secs,
+        server_ns,
+        negotiated,
+    })
+}

@@ -1,0 +1,579 @@
+//! BENCHMARKS.md: the machine, the method, the numbers and the ratios.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::client::Via;
+use crate::measure::Percentiles;
+use crate::procfs::{self, Memory};
+use crate::stack::Versions;
+use crate::{Plan, Results, command_output};
+
+/// What the numbers were measured on.
+pub fn machine(v: &Versions) -> Vec<(&'static str, String)> {
+    let cpu = procfs::file_value(Path::new("/proc/cpuinfo"), "model name").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem = procfs::file_value(Path::new("/proc/meminfo"), "MemTotal")
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or_else(
+            || "unknown".into(),
+            |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
+        );
+    let os = procfs::file_value(Path::new("/etc/os-release"), "PRETTY_NAME").unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let commit = command_output(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ],
+    );
+    vec![
+        ("CPU", format!("{cpu}, {cores} cores")),
+        ("memory", mem),
+        ("system", format!("{os}, Linux {}", kernel.trim())),
+        (
+            "notebookd",
+            format!(
+                "{} ({commit}), release build, rustls with aws-lc-rs",
+                notebookd::VERSION
+            ),
+        ),
+        ("nginx", v.nginx.clone()),
+        ("OpenSSL (nginx)", command_output("openssl", &["version"])),
+        ("Jupyter", v.jupyter.clone()),
+        ("Rust", command_output("rustc", &["--version"])),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn range(v: &[f64], decimals: usize) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match median(v.to_vec()) {
+        None => "—".into(),
+        Some(m) if v.len() == 1 => num(m, decimals),
+        Some(m) => format!(
+            "{} ({}–{})",
+            num(m, decimals),
+            num(min, decimals),
+            num(max, decimals)
+        ),
+    }
+}
+
+/// A number with thousands separators.
+fn num(v: f64, decimals: usize) -> String {
+    let text = format!("{v:.decimals$}");
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if frac.is_empty() {
+        format!("{sign}{grouped}")
+    } else {
+        format!("{sign}{grouped}.{frac}")
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One line of the summary: a value per path, and the ratios.
+struct Row {
+    metric: String,
+    better: &'static str,
+    decimals: usize,
+    values: [Option<f64>; 3],
+}
+
+impl Row {
+    fn new(metric: impl Into<String>, better: &'static str, decimals: usize) -> Row {
+        Row {
+            metric: metric.into(),
+            better,
+            decimals,
+            values: [None; 3],
+        }
+    }
+
+    fn set(mut self, via: Via, v: Option<f64>) -> Row {
+        self.values[via as usize] = v;
+        self
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "—".into(),
+    }
+}
+
+fn summary_table(out: &mut String, rows: &[Row]) {
+    out.push_str("| metric | better | direct | nginx | notebookd | notebookd ÷ nginx | notebookd ÷ direct |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let cell = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| num(v, r.decimals));
+        let [d, n, b] = r.values;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.metric,
+            r.better,
+            cell(d),
+            cell(n),
+            cell(b),
+            ratio(b, n),
+            ratio(b, d)
+        );
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+pub fn render(plan: &Plan, r: &Results) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    o.push_str("# Benchmarks: notebookd, nginx and Jupyter directly\n\n");
+    let _ = writeln!(
+        o,
+        "Measured on {} by `./dev bench`, which regenerates this file{}. The\n\
+         three ways to the same Jupyter were running side by side and were measured\n\
+         in turns in the same run.\n",
+        r.date,
+        if plan.quick {
+            " — **a `--quick` smoke run: too short to compare**"
+        } else if plan.partial() {
+            " — **a partial run (`--only` or `--reps`)**"
+        } else {
+            ""
+        }
+    );
+
+    o.push_str("## Machine\n\n| | |\n|---|---|\n");
+    for (k, v) in &r.machine {
+        let _ = writeln!(o, "| {k} | {v} |");
+    }
+    o.push_str("\nLoad average (1, 5, 15 min) when each part started: ");
+    let loads: Vec<String> = r.load.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    o.push_str(&loads.join("; "));
+    o.push_str(
+        ". Other work on the machine slows the wall-clock numbers (requests/s,\n\
+         latencies, MB/s, handshakes/s); CPU time per request and memory are\n\
+         barely affected by it.\n\n",
+    );
+
+    // Summary.
+    let api = |via: Via, f: &dyn Fn(&crate::measure::LoadRun) -> f64| {
+        r.api
+            .get(&via)
+            .and_then(|runs| median(runs.iter().map(f).collect()))
+    };
+    let per_req = |ns: u64, n: usize| ns as f64 / 1e3 / n.max(1) as f64;
+    let rtt = |via: Via| -> Option<Percentiles> {
+        r.rtt.get(&via).map(|s| Percentiles::of(&mut s.clone()))
+    };
+    let dl = |via: Via, f: &dyn Fn(&crate::measure::DownloadRun) -> f64| {
+        r.downloads
+            .get(&via)
+            .and_then(|runs| median(runs.iter().map(f).collect()))
+    };
+    let mb_s = |d: &crate::measure::DownloadRun| d.bytes as f64 / 1e6 / d.secs;
+    let gib = |d: &crate::measure::DownloadRun| d.bytes as f64 / (1u64 << 30) as f64;
+    let hs = |kind: &str, via: Via, f: &dyn Fn(&crate::measure::HandshakeRun) -> f64| {
+        r.handshakes
+            .get(kind)
+            .and_then(|m| m.get(&via))
+            .and_then(|runs| median(runs.iter().map(f).collect()))
+    };
+    let hs_cpu =
+        |h: &crate::measure::HandshakeRun| h.server_ns as f64 / 1e3 / h.count.max(1) as f64;
+    let hs_rate = |h: &crate::measure::HandshakeRun| h.count as f64 / h.secs;
+    let front = |via: Via| via != Via::Direct;
+    let per_ws = |via: Via, jupyter: bool| {
+        r.sockets.get(&via).map(|s| {
+            let (a, b) = if jupyter {
+                (s.jupyter_after, s.jupyter_before)
+            } else {
+                (s.front_after, s.front_before)
+            };
+            (a.rss_kib as f64 - b.rss_kib as f64) / s.n.max(1) as f64
+        })
+    };
+
+    let mut rows = Vec::new();
+    let mut row = Row::new("`GET /api/contents`: requests/s", "higher", 0);
+    for v in Via::ALL {
+        row = row.set(v, api(v, &|x| x.requests as f64 / x.secs));
+    }
+    rows.push(row);
+    for (name, pick) in [
+        (
+            "p50",
+            (|p: &Percentiles| p.p50) as fn(&Percentiles) -> Duration,
+        ),
+        ("p99", |p: &Percentiles| p.p99),
+    ] {
+        let mut row = Row::new(
+            format!("`GET /api/contents`: latency {name}, ms"),
+            "lower",
+            2,
+        );
+        for v in Via::ALL {
+            row = row.set(v, api(v, &|x| ms(pick(&x.latency))));
+        }
+        rows.push(row);
+    }
+    let mut row = Row::new(
+        "`GET /api/contents`: CPU of the front per request, µs",
+        "lower",
+        0,
+    );
+    for v in Via::ALL {
+        row = row.set(
+            v,
+            api(v, &|x| per_req(x.cpu.front_ns, x.requests)).filter(|_| front(v)),
+        );
+    }
+    rows.push(row);
+    let mut row = Row::new(
+        "`GET /api/contents`: context switches of the front per request",
+        "lower",
+        2,
+    );
+    for v in Via::ALL {
+        row = row.set(
+            v,
+            api(v, &|x| {
+                x.cpu.front_switches as f64 / x.requests.max(1) as f64
+            })
+            .filter(|_| front(v)),
+        );
+    }
+    rows.push(row);
+    let mut row = Row::new(
+        "`GET /api/contents`: CPU of Jupyter per request, µs",
+        "lower",
+        0,
+    );
+    for v in Via::ALL {
+        row = row.set(v, api(v, &|x| per_req(x.cpu.jupyter_ns, x.requests)));
+    }
+    rows.push(row);
+    for (name, pick) in [
+        (
+            "p50",
+            (|p: &Percentiles| p.p50) as fn(&Percentiles) -> Duration,
+        ),
+        ("p90", |p: &Percentiles| p.p90),
+        ("p99", |p: &Percentiles| p.p99),
+    ] {
+        let mut row = Row::new(format!("kernel round trip `1+1` {name}, ms"), "lower", 2);
+        for v in Via::ALL {
+            row = row.set(v, rtt(v).map(|p| ms(pick(&p))));
+        }
+        rows.push(row);
+    }
+    let mut row = Row::new("download from `/files/`, MB/s", "higher", 0);
+    for v in Via::ALL {
+        row = row.set(v, dl(v, &mb_s));
+    }
+    rows.push(row);
+    let mut row = Row::new("download: CPU of the front per GiB, ms", "lower", 0);
+    for v in Via::ALL {
+        row = row.set(
+            v,
+            dl(v, &|d| d.cpu.front_ns as f64 / 1e6 / gib(d)).filter(|_| front(v)),
+        );
+    }
+    rows.push(row);
+    for kind in r.handshakes.keys() {
+        let mut row = Row::new(
+            format!("full TLS 1.3 handshake, {kind}: server CPU, µs"),
+            "lower",
+            0,
+        );
+        for v in [Via::Nginx, Via::Notebookd] {
+            row = row.set(v, hs(kind, v, &hs_cpu));
+        }
+        rows.push(row);
+        let mut row = Row::new(
+            format!("full TLS 1.3 handshakes/s, {kind} (client on the same cores)"),
+            "higher",
+            0,
+        );
+        for v in [Via::Nginx, Via::Notebookd] {
+            row = row.set(v, hs(kind, v, &hs_rate));
+        }
+        rows.push(row);
+    }
+    let mut row = Row::new("idle RSS of the front at start, MiB", "lower", 1);
+    for v in [Via::Nginx, Via::Notebookd] {
+        row = row.set(v, r.idle_start.get(&v).map(|m| mib(m.rss_kib)));
+    }
+    rows.push(row);
+    let mut row = Row::new("idle RSS of the front after the run, MiB", "lower", 1);
+    for v in [Via::Nginx, Via::Notebookd] {
+        row = row.set(v, r.idle_end.get(&v).map(|m| mib(m.rss_kib)));
+    }
+    rows.push(row);
+    let mut row = Row::new("RSS of the front per idle WebSocket, KiB", "lower", 1);
+    for v in [Via::Nginx, Via::Notebookd] {
+        row = row.set(v, per_ws(v, false));
+    }
+    rows.push(row);
+
+    o.push_str("## Summary\n\n");
+    o.push_str(
+        "Medians over the runs. A ratio below 1 is better for notebookd where\n\
+         lower is better, above 1 where higher is better. \"The front\" is nginx\n\
+         (master and workers) or the notebookd process (not its Jupyter child).\n\n",
+    );
+    summary_table(o, &rows);
+
+    // Details.
+    o.push_str("\n## Details\n\n### 1. `GET /api/contents`\n\n");
+    let _ = writeln!(
+        o,
+        "{} runs per path of {} requests over {} keep-alive connections (at most {}s each).\n",
+        plan.reps,
+        plan.api_requests,
+        plan.api_connections,
+        plan.api_limit.as_secs()
+    );
+    o.push_str("| path | run | requests | requests/s | p50 ms | p90 ms | p99 ms | front CPU µs/request | front context switches/request | Jupyter CPU µs/request |\n");
+    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (via, runs) in &r.api {
+        for (i, x) in runs.iter().enumerate() {
+            let switches = x.cpu.front_switches as f64 / x.requests.max(1) as f64;
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                via.name(),
+                i + 1,
+                x.requests,
+                num(x.requests as f64 / x.secs, 0),
+                num(ms(x.latency.p50), 2),
+                num(ms(x.latency.p90), 2),
+                num(ms(x.latency.p99), 2),
+                if front(*via) {
+                    num(per_req(x.cpu.front_ns, x.requests), 1)
+                } else {
+                    "—".into()
+                },
+                if front(*via) {
+                    num(switches, 2)
+                } else {
+                    "—".into()
+                },
+                num(per_req(x.cpu.jupyter_ns, x.requests), 0),
+            );
+        }
+    }
+
+    o.push_str("\n### 2. Kernel round trip\n\n");
+    let _ = writeln!(
+        o,
+        "`1+1` on a python3 kernel over the kernel WebSocket (subprotocol\n\
+         `v1.kernel.websocket.jupyter.org`), one execution at a time: from sending\n\
+         `execute_request` until its `execute_reply` and the kernel's `idle` status\n\
+         have both arrived. {} runs per path of {} executions (after a warm-up).\n",
+        plan.reps, plan.rtt_samples
+    );
+    o.push_str("| path | samples | p50 ms | p90 ms | p99 ms |\n|---|---:|---:|---:|---:|\n");
+    for (via, samples) in &r.rtt {
+        let p = Percentiles::of(&mut samples.clone());
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} |",
+            via.name(),
+            samples.len(),
+            num(ms(p.p50), 2),
+            num(ms(p.p90), 2),
+            num(ms(p.p99), 2)
+        );
+    }
+
+    o.push_str("\n### 3. Download from `/files/`\n\n");
+    let _ = writeln!(
+        o,
+        "`GET /files/big.bin` ({} MiB), one connection, body read to the end and\n\
+         counted. MB = 10⁶ bytes.\n",
+        plan.download_bytes >> 20
+    );
+    o.push_str("| path | runs: MB/s | front CPU, ms per GiB | Jupyter CPU, ms per GiB |\n|---|---|---|---|\n");
+    for (via, runs) in &r.downloads {
+        let speeds: Vec<f64> = runs.iter().map(mb_s).collect();
+        let front_cpu: Vec<f64> = runs
+            .iter()
+            .map(|d| d.cpu.front_ns as f64 / 1e6 / gib(d))
+            .collect();
+        let jupyter_cpu: Vec<f64> = runs
+            .iter()
+            .map(|d| d.cpu.jupyter_ns as f64 / 1e6 / gib(d))
+            .collect();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            via.name(),
+            range(&speeds, 0),
+            if front(*via) {
+                range(&front_cpu, 0)
+            } else {
+                "—".into()
+            },
+            range(&jupyter_cpu, 0)
+        );
+    }
+
+    o.push_str("\n### 4. Full TLS handshakes\n\n");
+    let _ = writeln!(
+        o,
+        "A new TCP connection per handshake, TLS 1.3 only, no session resumption;\n\
+         the client closes with close_notify right after the handshake and reads\n\
+         to the end. {} handshakes per run from {} concurrent clients, {} runs per\n\
+         server and key type; both servers use the same certificate and key.\n\
+         Server CPU is the server's CPU time divided by the handshakes. The\n\
+         rate is bounded by the client, which runs on the same cores: server CPU\n\
+         is the comparison to trust.\n",
+        plan.handshakes, plan.handshake_concurrency, plan.reps
+    );
+    o.push_str("| key | server | negotiated | handshakes/s | server CPU µs/handshake |\n|---|---|---|---|---|\n");
+    for (kind, by_via) in &r.handshakes {
+        for (via, runs) in by_via {
+            let rates: Vec<f64> = runs.iter().map(hs_rate).collect();
+            let cpu: Vec<f64> = runs.iter().map(hs_cpu).collect();
+            let negotiated = runs
+                .first()
+                .map(|h| h.negotiated.clone())
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "| {kind} | {} | {negotiated} | {} | {} |",
+                via.name(),
+                range(&rates, 0),
+                range(&cpu, 0)
+            );
+        }
+    }
+
+    o.push_str("\n### 5. Memory\n\n");
+    let _ = writeln!(
+        o,
+        "RSS and PSS (shared pages split between nginx's processes) from\n\
+         `/proc`. Idle WebSockets: {} terminal WebSockets\n\
+         (`/terminals/websocket/NAME`) opened through each path and greeted by the\n\
+         terminal, memory read one second later; the difference divided by {}.\n",
+        plan.idle_sockets, plan.idle_sockets
+    );
+    o.push_str("| path | idle RSS at start, MiB | idle PSS at start, MiB | idle RSS after the run, MiB | front RSS per idle WebSocket, KiB | Jupyter RSS per idle WebSocket, KiB |\n|---|---:|---:|---:|---:|---:|\n");
+    for via in Via::ALL {
+        let start = r.idle_start.get(&via).copied().unwrap_or_default();
+        let end = r.idle_end.get(&via).copied().unwrap_or_default();
+        let cell = |m: Memory, pss: bool| {
+            if front(via) {
+                num(mib(if pss { m.pss_kib } else { m.rss_kib }), 1)
+            } else {
+                "—".into()
+            }
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} |",
+            via.name(),
+            cell(start, false),
+            cell(start, true),
+            cell(end, false),
+            if front(via) {
+                per_ws(via, false).map_or("—".into(), |v| num(v, 1))
+            } else {
+                "—".into()
+            },
+            per_ws(via, true).map_or("—".into(), |v| num(v, 1)),
+        );
+    }
+
+    o.push_str(METHOD);
+    out
+}
+
+const METHOD: &str = r#"
+## Method
+
+`./dev bench` installs Debian's nginx and the pinned Jupyter venv if they
+are missing, builds notebookd and this benchmark (`benches/front/`) in
+release mode, and runs it. In one temporary directory it starts:
+
+- **notebookd** (release build) with TLS (a test CA's ECDSA P-256
+  certificate), an argon2id password, and its own Jupyter child, as a user
+  would run it.
+- **A second Jupyter, started exactly like notebookd's child**: the same
+  command line and the config file notebookd wrote for its child (token off,
+  XSRF and Origin checks on, `trust_xheaders`), with only the unix socket
+  changed. Both serve the same `root_dir`. The *direct* path talks HTTP to
+  this socket. notebookd cannot front an outside Jupyter, so two identical
+  Jupyters (rather than one shared) is what makes the comparison fair; the
+  "Jupyter CPU per request" columns show that they cost the same.
+- **nginx** (Debian's) in front of that socket as the usual Jupyter site:
+  TLS 1.2/1.3 with the same certificate, `proxy_pass` to the unix socket with
+  upstream keepalive, `Host $http_host`, `X-Forwarded-*`, WebSocket
+  upgrade, `proxy_buffering off` and `proxy_request_buffering off`,
+  `worker_processes auto`, no access log (notebookd writes none per request
+  either). A second server block serves the same site with an RSA 2048
+  certificate for the handshake comparison; notebookd is switched to that
+  certificate with a reload (SIGHUP).
+
+The client (Rust: tokio, hyper, rustls with aws-lc-rs, tokio-tungstenite) is the
+same code for every path; it logs in to notebookd with the password form,
+gets Jupyter's `_xsrf` cookie from `/tree` on every path, and sends the
+cookies, `X-XSRFToken`, `Origin` and (for `/files/`) `Referer` a browser
+would send. TLS clients verify the certificate against the test CA and use
+TLS 1.3 with resumption off. Everything listens on 127.0.0.1.
+
+CPU time is read from `/proc/PID/task/*/schedstat` (nanoseconds, every
+thread) right before and after each load, for the front (nginx master and
+workers, or the notebookd process) and for the Jupyter behind it; the
+client's own CPU never counts. Context switches (voluntary and not, every
+thread, from `/proc/PID/task/*/status`) count the front's sleeps and
+wake-ups; unlike CPU time on a shared machine, they do not depend on what
+else runs. The paths take turns within each
+repetition, each going first in turn, so that background load and drift
+spread over all of them. Every loop is
+bounded in count and in time, and everything is stopped at the end (also on
+Ctrl-C).
+
+Reading the numbers: Jupyter's own `/files/` throughput varies a lot from
+one download to the next (Tornado reads and writes 64 KiB chunks in
+Python; the same file straight from its socket went at 0.3 to 2.3 GB/s in
+five consecutive curl runs), so the direct download column is the least
+steady. The handshake rate is bounded by the client, which verifies every
+certificate on the same cores: compare server CPU per handshake. For
+instruction counts rather than CPU time, run a part under callgrind:
+`BENCH_WRAP_NOTEBOOKD="valgrind --tool=callgrind" BENCH_HOOK=... ./dev
+bench --only api --reps 1` (see `--help`).
+"#;

@@ -1,0 +1,708 @@
+//! The three ways to Jupyter, started side by side in one temporary
+//! directory: notebookd (release build, TLS) with its own Jupyter child; a
+//! second Jupyter started exactly as notebookd starts its child (same
+//! command line, same generated config, only the socket differs), reached
+//! directly over its unix socket; and Debian's nginx in front of that second
+//! Jupyter's socket, configured as the usual Jupyter site.
+
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio_rustls::TlsConnector;
+
+use crate::procfs;
+
+/// The size of the file downloaded from `/files/`.
+pub const BIG_FILE: &str = "big.bin";
+
+/// Everything this run started, so a signal can stop it all.
+static STARTED: Mutex<Vec<(u32, Signal)>> = Mutex::new(Vec::new());
+
+/// Stops every process still registered (on SIGINT/SIGTERM of the bench).
+pub fn stop_everything() {
+    let started: Vec<(u32, Signal)> = STARTED.lock().map(|v| v.clone()).unwrap_or_default();
+    for (pid, sig) in &started {
+        let _ = kill(Pid::from_raw(*pid as i32), *sig);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && started.iter().any(|(p, _)| procfs::running(*p)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (pid, _) in &started {
+        if procfs::running(*pid) {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A child process, stopped with its own polite signal when dropped.
+pub struct Proc {
+    pub name: &'static str,
+    child: Option<Child>,
+    stop: Signal,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command, stop: Signal, log: PathBuf) -> Result<Proc> {
+        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
+        if let Ok(mut s) = STARTED.lock() {
+            s.push((child.id(), stop));
+        }
+        Ok(Proc {
+            name,
+            child: Some(child),
+            stop,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Fails if the process has exited, naming its log.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited ({status}); its log:\n{}",
+                    self.name,
+                    tail(&self.log, 30)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the stop signal and waits up to 30 s, then kills.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id();
+        let _ = kill(Pid::from_raw(pid as i32), self.stop);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => {
+                    eprintln!("{} did not stop within 30s; killing it", self.name);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+        if let Ok(mut s) = STARTED.lock() {
+            s.retain(|(p, _)| *p != pid);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A free TCP port on loopback (bound and released).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn private_dir(path: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// A test CA and two leaf certificates for localhost: ECDSA P-256 and RSA 2048.
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    fn make(dir: &Path) -> Result<Certs> {
+        private_dir(dir)?;
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )?;
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        let rsa = ["-newkey", "rsa:2048"];
+        let steps: Vec<Vec<&str>> = vec![
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=bench CA",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                ],
+            ]
+            .concat(),
+            [
+                &["req"][..],
+                &ec,
+                &[
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "ec.key",
+                    "-out",
+                    "ec.csr",
+                ],
+            ]
+            .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "ec.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "ec.pem",
+            ],
+            [
+                &["req"][..],
+                &rsa,
+                &[
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "rsa.key",
+                    "-out",
+                    "rsa.csr",
+                ],
+            ]
+            .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "rsa.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "rsa.pem",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .current_dir(dir)
+                .output()
+                .context("cannot run openssl (apt-get install openssl)")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(Certs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `(certificate, key)` of the leaf with key type `kind` ("ec" or "rsa").
+    pub fn leaf(&self, kind: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{kind}.pem")),
+            self.dir.join(format!("{kind}.key")),
+        )
+    }
+}
+
+/// The running stack.
+pub struct Stack {
+    pub big_file_bytes: u64,
+    pub certs: Certs,
+    pub tls: TlsConnector,
+    pub notebookd: Proc,
+    pub notebookd_port: u16,
+    pub notebookd_tls: (PathBuf, PathBuf),
+    pub password: String,
+    pub jupyter: Proc,
+    pub jupyter_socket: PathBuf,
+    pub nginx: Proc,
+    /// nginx's site with the P-256 certificate, and the same site with the RSA one.
+    pub nginx_port_ec: u16,
+    pub nginx_port_rsa: u16,
+    /// Last: removed only after the processes above have stopped.
+    _dir: tempfile::TempDir,
+}
+
+pub struct Versions {
+    pub nginx: String,
+    pub jupyter: String,
+}
+
+impl Stack {
+    pub async fn start(venv: &Path, big_file_bytes: u64) -> Result<Stack> {
+        let dir = tempfile::Builder::new()
+            .prefix("notebookd-bench-")
+            .tempdir()?;
+        let d = dir.path().to_owned();
+        let certs = Certs::make(&d.join("certs"))?;
+        let tls = crate::client::tls_connector(&certs.ca())?;
+
+        let root = d.join("root");
+        std::fs::create_dir_all(&root)?;
+        // Sparse: no disk space and no disk reads, the bytes still cross every layer.
+        File::create(root.join(BIG_FILE))?.set_len(big_file_bytes)?;
+        std::fs::write(
+            root.join("README.txt"),
+            "the benchmark's notebook directory\n",
+        )?;
+        std::fs::write(
+            root.join("notes.ipynb"),
+            r#"{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#,
+        )?;
+
+        eprintln!("==> starting notebookd (release build) and its Jupyter");
+        let password = "bench-password".to_string();
+        let hash = notebookd::auth::password::PasswordHash::generate(&password)
+            .map_err(anyhow::Error::msg)?;
+        let notebookd_port = free_port()?;
+        private_dir(&d.join("nb/tls"))?;
+        let notebookd_tls = (d.join("nb/tls/cert.pem"), d.join("nb/tls/key.pem"));
+        let (ec_cert, ec_key) = certs.leaf("ec");
+        std::fs::copy(&ec_cert, &notebookd_tls.0)?;
+        std::fs::copy(&ec_key, &notebookd_tls.1)?;
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{notebookd_port}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\n\n\
+             [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             [auth]\npassword_hash = \"{hash}\"\n\n\
+             [jupyter]\ncommand = \"{jupyter}\"\nroot_dir = \"{root}\"\n",
+            state = d.join("nb/state").display(),
+            run = d.join("nb/run").display(),
+            cert = notebookd_tls.0.display(),
+            key = notebookd_tls.1.display(),
+            hash = hash.as_str(),
+            jupyter = venv.join("bin/jupyter").display(),
+            root = root.display(),
+        );
+        let config_path = d.join("nb/notebook.toml");
+        std::fs::write(&config_path, config)?;
+        let mut notebookd = Proc::spawn(
+            "notebookd",
+            wrapped(
+                "BENCH_WRAP_NOTEBOOKD",
+                Path::new(env!("CARGO_BIN_EXE_notebookd")),
+            )
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG"),
+            Signal::SIGTERM,
+            d.join("notebookd.log"),
+        )?;
+        wait_for("notebookd to be ready", Duration::from_secs(180), || {
+            notebookd.check_alive()?;
+            Ok(std::fs::read_to_string(&notebookd.log)?.contains("notebookd is ready"))
+        })
+        .await?;
+
+        // The second Jupyter: notebookd's child's own command line and config file,
+        // pointed at another socket.
+        eprintln!("==> starting the same Jupyter for the direct and nginx paths");
+        let child = procfs::children(notebookd.pid())
+            .into_iter()
+            .next()
+            .context("notebookd has no Jupyter child")?;
+        let argv = procfs::cmdline(child)?;
+        let nb_jupyter_dir = d.join("nb/run/jupyter");
+        let nb_config = nb_jupyter_dir.join("jupyter_notebookd_config.py");
+        let nb_socket = nb_jupyter_dir.join("jupyter.sock");
+        let direct_dir = d.join("direct");
+        private_dir(&direct_dir.join("runtime"))?;
+        let jupyter_socket = direct_dir.join("jupyter.sock");
+        let config_text = std::fs::read_to_string(&nb_config)
+            .with_context(|| format!("cannot read {}", nb_config.display()))?;
+        let nb_socket_text = nb_socket.display().to_string();
+        if !config_text.contains(&nb_socket_text) {
+            bail!("notebookd's Jupyter config does not name its socket {nb_socket_text}");
+        }
+        let direct_config = direct_dir.join("jupyter_config.py");
+        std::fs::write(
+            &direct_config,
+            config_text.replace(&nb_socket_text, &jupyter_socket.display().to_string()),
+        )?;
+        let config_arg = format!("--config={}", nb_config.display());
+        let Some((program, args)) = argv.split_first() else {
+            bail!("empty command line of notebookd's Jupyter");
+        };
+        if !args.contains(&config_arg) {
+            bail!("notebookd's Jupyter runs without {config_arg}: {argv:?}");
+        }
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if *a == config_arg {
+                    format!("--config={}", direct_config.display())
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let mut jupyter = Proc::spawn(
+            "Jupyter (direct)",
+            Command::new(program)
+                .args(&args)
+                .env("JUPYTER_RUNTIME_DIR", direct_dir.join("runtime"))
+                .env("JUPYTER_PLATFORM_DIRS", "1")
+                .env("PYTHONUNBUFFERED", "1")
+                .current_dir(&root),
+            Signal::SIGTERM,
+            d.join("jupyter-direct.log"),
+        )?;
+        let probe_socket = jupyter_socket.clone();
+        wait_for_async(
+            "the direct Jupyter to answer",
+            Duration::from_secs(180),
+            &mut jupyter,
+            || {
+                let s = probe_socket.clone();
+                async move { crate::client::unix_status(&s, "/api/status").await }
+            },
+        )
+        .await?;
+
+        eprintln!("==> starting nginx");
+        let nginx_dir = d.join("nginx");
+        std::fs::create_dir_all(nginx_dir.join("tmp"))?;
+        let nginx_port_ec = free_port()?;
+        let nginx_port_rsa = free_port()?;
+        std::fs::write(
+            nginx_dir.join("nginx.conf"),
+            nginx_conf(
+                &nginx_dir,
+                &jupyter_socket,
+                &[
+                    (nginx_port_ec, certs.leaf("ec")),
+                    (nginx_port_rsa, certs.leaf("rsa")),
+                ],
+            ),
+        )?;
+        let mut nginx = Proc::spawn(
+            "nginx",
+            wrapped("BENCH_WRAP_NGINX", &nginx_binary()?)
+                .arg("-p")
+                .arg(&nginx_dir)
+                .arg("-c")
+                .arg(nginx_dir.join("nginx.conf"))
+                .arg("-e")
+                .arg(nginx_dir.join("error.log")),
+            Signal::SIGQUIT,
+            d.join("nginx.log"),
+        )?;
+        for port in [nginx_port_ec, nginx_port_rsa] {
+            let tls = tls.clone();
+            wait_for_async(
+                "nginx to answer",
+                Duration::from_secs(30),
+                &mut nginx,
+                || {
+                    let tls = tls.clone();
+                    async move { crate::client::tls_probe(&tls, port).await }
+                },
+            )
+            .await?;
+        }
+
+        Ok(Stack {
+            big_file_bytes,
+            certs,
+            tls,
+            notebookd,
+            notebookd_port,
+            notebookd_tls,
+            password,
+            jupyter,
+            jupyter_socket,
+            nginx,
+            nginx_port_ec,
+            nginx_port_rsa,
+            _dir: dir,
+        })
+    }
+
+    /// nginx's master and workers.
+    pub fn nginx_pids(&self) -> Vec<u32> {
+        let master = self.nginx.pid();
+        let mut pids = vec![master];
+        pids.extend(procfs::children(master));
+        pids
+    }
+
+    /// notebookd's Jupyter child.
+    pub fn notebookd_jupyter_pid(&self) -> Result<u32> {
+        procfs::children(self.notebookd.pid())
+            .into_iter()
+            .next()
+            .context("notebookd has no Jupyter child")
+    }
+
+    /// Installs the leaf of key type `kind` as notebookd's certificate and reloads it.
+    pub async fn notebookd_use_cert(&mut self, kind: &str) -> Result<()> {
+        let (cert, key) = self.certs.leaf(kind);
+        std::fs::copy(cert, &self.notebookd_tls.0)?;
+        std::fs::copy(key, &self.notebookd_tls.1)?;
+        let before = reloads(&self.notebookd.log);
+        kill(Pid::from_raw(self.notebookd.pid() as i32), Signal::SIGHUP)?;
+        let log = self.notebookd.log.clone();
+        wait_for("notebookd to reload", Duration::from_secs(30), || {
+            Ok(reloads(&log) > before)
+        })
+        .await
+    }
+
+    pub fn versions(&self, venv: &Path) -> Versions {
+        let nginx = nginx_binary()
+            .ok()
+            .and_then(|b| Command::new(b).arg("-v").output().ok())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stderr)
+                    .trim()
+                    .replace("nginx version: ", "")
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let script = "import importlib.metadata as m\nprint(', '.join(f'{p} {m.version(p)}' for p in ('notebook', 'jupyter_server', 'tornado', 'ipykernel')))";
+        let jupyter = Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Versions { nginx, jupyter }
+    }
+
+    pub fn stop(mut self) {
+        eprintln!("==> stopping nginx, notebookd and Jupyter");
+        self.nginx.stop();
+        self.notebookd.stop();
+        self.jupyter.stop();
+    }
+}
+
+/// `program`, or `$VAR program` when the environment variable is set: e.g.
+/// `BENCH_WRAP_NOTEBOOKD="valgrind --tool=callgrind"` to count instructions.
+fn wrapped(var: &str, program: &Path) -> Command {
+    let prefix = std::env::var(var).unwrap_or_default();
+    let mut words = prefix.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut cmd = Command::new(first);
+            cmd.args(words).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn reloads(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("configuration reloaded")
+        .count()
+}
+
+fn nginx_binary() -> Result<PathBuf> {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
+        let p = Path::new(dir).join("nginx");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("nginx is not installed (apt-get install nginx; ./dev bench installs it)")
+}
+
+/// The usual nginx site in front of Jupyter's unix socket: TLS, Host passed
+/// with its port (Jupyter compares it with Origin), WebSocket upgrades,
+/// `proxy_buffering off`, and upstream keepalive (like
+/// packaging/examples/nginx-notebook.conf). No access log: notebookd writes
+/// none per request either.
+fn nginx_conf(dir: &Path, socket: &Path, sites: &[(u16, (PathBuf, PathBuf))]) -> String {
+    let d = dir.display();
+    let mut servers = String::new();
+    for (port, (cert, key)) in sites {
+        servers.push_str(&format!(
+            r#"
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost;
+        ssl_certificate     {cert};
+        ssl_certificate_key {key};
+
+        client_max_body_size 100m;
+
+        location / {{
+            proxy_pass http://jupyter;
+            proxy_http_version 1.1;
+            proxy_set_header Host              $http_host;
+            proxy_set_header X-Real-IP         $remote_addr;
+            proxy_set_header X-Forwarded-For   $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Upgrade           $http_upgrade;
+            proxy_set_header Connection        $connection_upgrade;
+            proxy_buffering         off;
+            proxy_request_buffering off;
+            proxy_read_timeout      1h;
+            proxy_send_timeout      1h;
+        }}
+    }}
+"#,
+            cert = cert.display(),
+            key = key.display(),
+        ));
+    }
+    format!(
+        r#"# Written by the notebookd benchmark.
+daemon off;
+master_process on;
+worker_processes auto;
+# Jupyter's socket is 0600 and owned by the user running the benchmark.
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    types_hash_max_size 2048;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers on;
+
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      '';
+    }}
+
+    upstream jupyter {{
+        server unix:{socket};
+        keepalive 16;
+    }}
+{servers}}}
+"#,
+        socket = socket.display(),
+    )
+}
+
+/// Polls `ready` every 100 ms until it says yes, fails, or `limit` passes.
+async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready()? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
+
+/// Polls an async probe that answers 200 once the service is up.
+async fn wait_for_async<F, Fut>(
+    what: &str,
+    limit: Duration,
+    proc: &mut Proc,
+    probe: F,
+) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<u16>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        proc.check_alive()?;
+        match probe().await {
+            Ok(200) => return Ok(()),
+            Ok(status) => last = format!("HTTP {status}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!(
+        "timed out after {limit:?} waiting for {what} ({last}); its log:\n{}",
+        tail(&proc.log, 30)
+    )
+}
