@@ -213,11 +213,7 @@ fn edit_changes_nothing(csp: &[u8], directive: &[u8]) -> bool {
         if part.is_empty() {
             continue;
         }
-        let name = part
-            .split(|b| b.is_ascii_whitespace())
-            .next()
-            .unwrap_or_default();
-        let out = if name.eq_ignore_ascii_case(b"frame-ancestors") {
+        let out = if is_frame_ancestors(part) {
             if placed {
                 return false;
             }
@@ -240,6 +236,15 @@ fn edit_changes_nothing(csp: &[u8], directive: &[u8]) -> bool {
     placed && rest.is_empty()
 }
 
+/// Whether a trimmed CSP directive is a frame-ancestors one.
+fn is_frame_ancestors(directive: &[u8]) -> bool {
+    let name = directive
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or_default();
+    name.eq_ignore_ascii_case(b"frame-ancestors")
+}
+
 /// `csp` without its frame-ancestors directives and, if `add`, with
 /// `directive` in place of the first one (or at the end).
 pub fn set_frame_ancestors(csp: &[u8], directive: &[u8], add: bool) -> Vec<u8> {
@@ -256,11 +261,7 @@ pub fn set_frame_ancestors(csp: &[u8], directive: &[u8], add: bool) -> Vec<u8> {
         if part.is_empty() {
             continue;
         }
-        let name = part
-            .split(|b| b.is_ascii_whitespace())
-            .next()
-            .unwrap_or_default();
-        if name.eq_ignore_ascii_case(b"frame-ancestors") {
+        if is_frame_ancestors(part) {
             if !placed {
                 push(&mut out, directive);
                 placed = true;

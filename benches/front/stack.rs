@@ -157,89 +157,22 @@ impl Certs {
             dir.join("leaf.ext"),
             "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
         )?;
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        let rsa = ["-newkey", "rsa:2048"];
-        let steps: Vec<Vec<&str>> = vec![
-            [
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=bench CA",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                ],
-            ]
-            .concat(),
-            [
-                &["req"][..],
-                &ec,
-                &[
-                    "-nodes",
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                    "ec.key",
-                    "-out",
-                    "ec.csr",
-                ],
-            ]
-            .concat(),
-            vec![
-                "x509",
-                "-req",
-                "-in",
-                "ec.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "leaf.ext",
-                "-out",
-                "ec.pem",
-            ],
-            [
-                &["req"][..],
-                &rsa,
-                &[
-                    "-nodes",
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                    "rsa.key",
-                    "-out",
-                    "rsa.csr",
-                ],
-            ]
-            .concat(),
-            vec![
-                "x509",
-                "-req",
-                "-in",
-                "rsa.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "leaf.ext",
-                "-out",
-                "rsa.pem",
-            ],
-        ];
-        for args in steps {
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1";
+        let mut steps = vec![format!(
+            "req -x509 {ec} -nodes -days 2 -subj /CN=bench-CA -keyout ca.key -out ca.pem"
+        )];
+        // One leaf per key type, each signed by the CA.
+        for (kind, newkey) in [("ec", ec), ("rsa", "-newkey rsa:2048")] {
+            steps.push(format!(
+                "req {newkey} -nodes -subj /CN=localhost -keyout {kind}.key -out {kind}.csr"
+            ));
+            steps.push(format!(
+                "x509 -req -in {kind}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                 -extfile leaf.ext -out {kind}.pem"
+            ));
+        }
+        for step in steps {
+            let args: Vec<&str> = step.split_whitespace().collect();
             let out = Command::new("openssl")
                 .args(&args)
                 .current_dir(dir)
