@@ -251,7 +251,10 @@ impl ConfigFile {
     /// The value of a key as written in the file (not its default), from a
     /// fully parsed (owned) document so that it keeps its formatting.
     pub fn written_value(&self, path: &[String]) -> Result<Option<Value>, CliError> {
-        let doc: toml_edit::DocumentMut = self.text.parse().map_err(|e| self.syntax_error(&e))?;
+        let doc: toml_edit::DocumentMut = self
+            .text
+            .parse()
+            .map_err(|e: toml_edit::TomlError| self.syntax_error(e.span(), e.message()))?;
         let mut item = doc.as_item();
         for part in path {
             match item.as_table_like().and_then(|t| t.get(part)) {
@@ -269,19 +272,8 @@ impl ConfigFile {
         path: &[String],
         value: Option<&Value>,
     ) -> Result<Option<String>, CliError> {
-        let before: toml::Table = toml::from_str(&self.text).map_err(|e| {
-            CliError::Failed(format!(
-                "{}; fix it by hand first (`nbctl config check` shows where)",
-                ConfigError::Invalid {
-                    path: self.path.clone(),
-                    location: e
-                        .span()
-                        .map(|s| crate::config::line_col(&self.text, s.start)),
-                    key: String::new(),
-                    message: e.message().trim().to_string(),
-                }
-            ))
-        })?;
+        let before: toml::Table =
+            toml::from_str(&self.text).map_err(|e| self.syntax_error(e.span(), e.message()))?;
         // A map entry whose map is not written yet: write the map inline.
         if let (Some(v), [section, map, name]) = (value, path) {
             let written = toml_get(&before, &path[..2]).is_some();
@@ -362,16 +354,15 @@ impl ConfigFile {
         Ok(config)
     }
 
-    fn syntax_error(&self, e: &toml_edit::TomlError) -> CliError {
+    /// A file that is not TOML: nothing is edited until it is fixed by hand.
+    fn syntax_error(&self, span: Option<std::ops::Range<usize>>, message: &str) -> CliError {
         CliError::Failed(format!(
             "{}; fix it by hand first (`nbctl config check` shows where)",
             ConfigError::Invalid {
                 path: self.path.clone(),
-                location: e
-                    .span()
-                    .map(|s| crate::config::line_col(&self.text, s.start)),
+                location: span.map(|s| crate::config::line_col(&self.text, s.start)),
                 key: String::new(),
-                message: e.message().trim().to_string(),
+                message: message.trim().to_string(),
             }
         ))
     }

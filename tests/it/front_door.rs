@@ -483,13 +483,7 @@ async fn trusted_proxies_and_base_url() {
         .unwrap();
     assert_eq!(bare.status(), 302);
     assert_eq!(bare.headers()["location"], "/notebook/");
-    let tree = b
-        .client
-        .get(n.url("tree"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let tree = b.get_page("tree").await;
     assert_eq!(tree.status(), 302);
     assert_eq!(
         tree.headers()["location"],
@@ -529,15 +523,7 @@ async fn trusted_proxies_and_base_url() {
         "{cleared}"
     );
     // Jupyter's own cookie lives under base_url too.
-    let xsrf_page = n
-        .logged_in()
-        .await
-        .client
-        .get(n.url("tree"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let xsrf_page = n.logged_in().await.get_page("tree").await;
     let xsrf = xsrf_page
         .headers()
         .get_all("set-cookie")

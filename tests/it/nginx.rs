@@ -252,13 +252,7 @@ async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
     );
 
     // The login redirect, the form's `next`, the cookie's Path: all /notebook/.
-    let r = b
-        .client
-        .get(b.url("tree"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = b.get_page("tree").await;
     assert_eq!(r.status(), 302);
     assert_eq!(
         r.headers()["location"],
@@ -290,13 +284,7 @@ async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
     for attr in ["Path=/notebook/", "Secure", "HttpOnly"] {
         assert!(cookie.contains(attr), "{attr} missing in {cookie}");
     }
-    let tree = b
-        .client
-        .get(b.url("tree"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let tree = b.get_page("tree").await;
     assert_eq!(tree.status(), 200);
 
     // X-Forwarded-For is believed from the trusted nginx only: through nginx

@@ -62,13 +62,7 @@ async fn login_with_right_and_wrong_password() {
     ] {
         assert!(cookie.contains(attr), "{attr} missing in {cookie}");
     }
-    let tree = b
-        .client
-        .get(n.url("tree"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let tree = b.get_page("tree").await;
     assert_eq!(tree.status(), 200);
     assert!(
         tree.text().await.unwrap().contains("<html"),
@@ -134,13 +128,7 @@ async fn unauthenticated_requests_are_refused() {
     assert_eq!(api.status(), 401);
     assert_eq!(api.headers()["content-type"], "application/json");
 
-    let tree = b
-        .client
-        .get(n.url("tree"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let tree = b.get_page("tree").await;
     assert_eq!(tree.status(), 302);
     assert_eq!(tree.headers()["location"], "/login?next=%2Ftree");
 
@@ -276,13 +264,7 @@ async fn without_a_password_only_the_setup_page_is_served() {
     });
     let b = n.client();
     for rel in ["", "tree", "api/contents", "login"] {
-        let r = b
-            .client
-            .get(n.url(rel))
-            .header("Accept", "text/html")
-            .send()
-            .await
-            .unwrap();
+        let r = b.get_page(rel).await;
         assert_eq!(r.status(), 503, "{rel}");
         assert!(
             r.text().await.unwrap().contains("sudo nbctl passwd"),

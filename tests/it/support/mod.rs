@@ -584,6 +584,16 @@ impl Browser {
         self.client.get(self.url(rel)).send().await.expect("GET")
     }
 
+    /// GET `rel` as a browser navigating to a page (`Accept: text/html`).
+    pub async fn get_page(&self, rel: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(rel))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .expect("GET page")
+    }
+
     /// The `Cookie` header the jar would send to the base URL.
     pub fn cookie_header(&self) -> String {
         use reqwest::cookie::CookieStore;
@@ -606,13 +616,7 @@ impl Browser {
         if let Some(x) = self.cookie("_xsrf") {
             return x;
         }
-        let r = self
-            .client
-            .get(self.url("tree"))
-            .header("Accept", "text/html")
-            .send()
-            .await
-            .expect("GET tree");
+        let r = self.get_page("tree").await;
         assert_eq!(r.status(), 200, "GET tree");
         self.cookie("_xsrf").expect("Jupyter set no _xsrf cookie")
     }
