@@ -13,6 +13,8 @@ mod measure;
 mod procfs;
 mod report;
 mod stack;
+#[path = "../../tests/it/support/v1_frames.rs"]
+mod v1_frames;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

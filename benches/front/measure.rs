@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Target, alongside, tls_stream};
 use crate::procfs;
+use crate::v1_frames::{SUBPROTOCOL, pack_v1, unpack_v1};
 
 /// CPU time of the front and of Jupyter during one measurement, in ns.
 #[derive(Debug, Clone, Copy, Default)]
@@ -265,48 +266,6 @@ pub async fn download(
     Ok(DownloadRun { bytes, secs, cpu })
 }
 
-/// Packs a kernel message in the `v1.kernel.websocket.jupyter.org` framing.
-fn pack_v1(channel: &str, parts: &[Vec<u8>]) -> Vec<u8> {
-    let n = 2 + parts.len();
-    let mut offsets = Vec::with_capacity(n);
-    let mut at = 8 * (1 + n) as u64;
-    offsets.push(at);
-    at += channel.len() as u64;
-    offsets.push(at);
-    for p in parts {
-        at += p.len() as u64;
-        offsets.push(at);
-    }
-    let mut out = Vec::with_capacity(at as usize);
-    out.extend_from_slice(&(n as u64).to_le_bytes());
-    for o in &offsets {
-        out.extend_from_slice(&o.to_le_bytes());
-    }
-    out.extend_from_slice(channel.as_bytes());
-    for p in parts {
-        out.extend_from_slice(p);
-    }
-    out
-}
-
-/// The channel, header, parent header and content of a v1 kernel message.
-fn unpack_v1(data: &[u8]) -> Option<(String, Value, Value, Value)> {
-    let word = |i: usize| -> Option<usize> {
-        Some(u64::from_le_bytes(data.get(8 * i..8 * i + 8)?.try_into().ok()?) as usize)
-    };
-    let n = word(0)?;
-    if n < 6 {
-        return None;
-    }
-    let offsets: Vec<usize> = (1..=n).map(word).collect::<Option<_>>()?;
-    let part = |i: usize| data.get(offsets[i]..*offsets.get(i + 1)?);
-    let channel = std::str::from_utf8(part(0)?).ok()?.to_string();
-    let json = |i: usize| serde_json::from_slice::<Value>(part(i)?).ok();
-    Some((channel, json(1)?, json(2)?, json(4)?))
-}
-
-pub const KERNEL_PROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
-
 /// Round trips of `1+1` on one kernel WebSocket: from sending the
 /// execute_request until both its execute_reply and the kernel's return to
 /// idle have arrived. The first `warmup` are not kept.
@@ -324,7 +283,7 @@ pub async fn kernel_round_trips(
         target.kernel,
         target.via.name()
     );
-    let mut ws = target.websocket(&path, Some(KERNEL_PROTOCOL)).await?;
+    let mut ws = target.websocket(&path, Some(SUBPROTOCOL)).await?;
     let deadline = Instant::now() + limit;
     let mut out = Vec::with_capacity(samples);
     for i in 0..warmup + samples {
@@ -360,7 +319,10 @@ pub async fn kernel_round_trips(
                 .with_context(|| format!("{}: no kernel reply within {wait:?}", target.via.name()))?
                 .context("the kernel WebSocket closed")??;
             let Message::Binary(data) = msg else { continue };
-            let Some((channel, header, parent, content)) = unpack_v1(&data) else {
+            let Some((channel, parts)) = unpack_v1(&data) else {
+                continue;
+            };
+            let [header, parent, _metadata, content, ..] = &parts[..] else {
                 continue;
             };
             if parent.get("msg_id").and_then(Value::as_str) != Some(msg_id.as_str()) {

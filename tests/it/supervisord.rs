@@ -46,11 +46,7 @@ async fn shipped_supervisord_example_restarts_without_orphans() {
     let c = Container::boot();
     let port = free_port();
     let base = format!("https://localhost:{port}/");
-    c.write(
-        "/etc/notebook/notebook.toml",
-        &container::preseeded_config(&format!("127.0.0.1:{port}")),
-    );
-    c.apt_install(&pkgs.deb);
+    c.apt_install_preseeded(&pkgs.deb, port);
     c.sh_with_stdin("nbctl passwd --stdin", Some(&format!("{PASSWORD}\n")))
         .code
         .filter(|&code| code == 0)

@@ -165,17 +165,8 @@ async fn deb_lifecycle_in_booted_debian() {
     let port = free_port();
     let base = format!("https://localhost:{port}/");
 
-    // The package starts the service at install, on the configured port. Like
-    // an administrator with a config-management tool, the test puts its
-    // config in place first (its own port: containers share the host's
-    // network) and has dpkg keep it (--force-confold).
-    c.write(
-        "/etc/notebook/notebook.toml",
-        &container::preseeded_config(&format!("127.0.0.1:{port}")),
-    );
-
     // Install: apt resolves the Depends and installs Debian's Jupyter.
-    let out = c.apt_install(&pkgs.deb);
+    let out = c.apt_install_preseeded(&pkgs.deb, port);
     for pulled in ["python3-notebook", "jupyter-notebook", "python3-ipykernel"] {
         assert!(out.contains(pulled), "apt did not install {pulled}:\n{out}");
     }

@@ -183,16 +183,7 @@ impl Container {
     fn find_init(&mut self, started: Instant) -> u32 {
         let nspawn = self.nspawn_pid();
         loop {
-            assert!(
-                !self.nspawn_exited(),
-                "systemd-nspawn exited during boot; console:\n{}",
-                self.console_text()
-            );
-            assert!(
-                started.elapsed() < BOOT_TIMEOUT,
-                "no container init within {BOOT_TIMEOUT:?}; console:\n{}",
-                self.console_text()
-            );
+            self.assert_booting(started, "no container init");
             let children =
                 std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children"))
                     .unwrap_or_default();
@@ -213,18 +204,27 @@ impl Container {
         }
     }
 
+    /// Fails the test, with the console, if nspawn has exited or the boot
+    /// has taken longer than BOOT_TIMEOUT (`late` says what is missing).
+    fn assert_booting(&mut self, started: Instant, late: &str) {
+        assert!(
+            !self.nspawn_exited(),
+            "systemd-nspawn exited during boot; console:\n{}",
+            self.console_text()
+        );
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "{late} within {BOOT_TIMEOUT:?}; console:\n{}",
+            self.console_text()
+        );
+    }
+
     fn wait_running(&mut self, started: Instant) {
         let mut last = String::new();
         loop {
-            assert!(
-                !self.nspawn_exited(),
-                "systemd-nspawn exited during boot; console:\n{}",
-                self.console_text()
-            );
-            assert!(
-                started.elapsed() < BOOT_TIMEOUT,
-                "the container did not finish booting within {BOOT_TIMEOUT:?} (last state {last:?}); console:\n{}",
-                self.console_text()
+            self.assert_booting(
+                started,
+                &format!("the container did not finish booting (last state {last:?})"),
             );
             // Fails until systemd has created its private socket: retry.
             let out = self.command(&["timeout", "10", "systemctl", "is-system-running", "--wait"]);
@@ -311,6 +311,19 @@ impl Container {
     /// Installs a .deb with apt (resolving its Depends from the tree's apt
     /// cache), keeping a config put in place before (`--force-confold`).
     /// Returns apt's output.
+    /// Installs `deb` as an administrator with a config-management tool
+    /// would: the config is in place first, listening on 127.0.0.1:`port`
+    /// (the container shares the host's network, so each test picks its own
+    /// port), and dpkg keeps it (--force-confold). The package starts the
+    /// service at install, on that port. Returns apt's output.
+    pub fn apt_install_preseeded(&self, deb: &Path, port: u16) -> String {
+        self.write(
+            "/etc/notebook/notebook.toml",
+            &preseeded_config(&format!("127.0.0.1:{port}")),
+        );
+        self.apt_install(deb)
+    }
+
     pub fn apt_install(&self, deb: &Path) -> String {
         let name = deb
             .file_name()

@@ -9,47 +9,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-pub const SUBPROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
-
-/// Packs a message for the v1 protocol: offsets, channel, header, parent, metadata, content.
-pub fn pack_v1(channel: &str, parts: &[Vec<u8>]) -> Vec<u8> {
-    let n = 1 + 1 + parts.len();
-    let mut offsets = Vec::with_capacity(n);
-    offsets.push(8 * (1 + n) as u64);
-    offsets.push(offsets[0] + channel.len() as u64);
-    for p in parts {
-        let last = *offsets.last().expect("offset");
-        offsets.push(last + p.len() as u64);
-    }
-    let mut out = Vec::new();
-    out.extend_from_slice(&(n as u64).to_le_bytes());
-    for o in &offsets {
-        out.extend_from_slice(&o.to_le_bytes());
-    }
-    out.extend_from_slice(channel.as_bytes());
-    for p in parts {
-        out.extend_from_slice(p);
-    }
-    out
-}
-
-/// Unpacks a v1 message into its channel and JSON parts.
-pub fn unpack_v1(data: &[u8]) -> Option<(String, Vec<Value>)> {
-    let word = |i: usize| -> Option<usize> {
-        Some(u64::from_le_bytes(data.get(8 * i..8 * i + 8)?.try_into().ok()?) as usize)
-    };
-    let n = word(0)?;
-    let offsets: Vec<usize> = (1..=n).map(word).collect::<Option<_>>()?;
-    let channel = std::str::from_utf8(data.get(offsets[0]..offsets[1])?)
-        .ok()?
-        .to_string();
-    let mut parts = Vec::new();
-    for w in offsets[1..].windows(2) {
-        let bytes = data.get(w[0]..w[1])?;
-        parts.push(serde_json::from_slice(bytes).unwrap_or(Value::Null));
-    }
-    Some((channel, parts))
-}
+pub use super::v1_frames::{SUBPROTOCOL, pack_v1, unpack_v1};
 
 /// Outcome of running code: what appeared on stdout and the display data seen.
 #[derive(Debug, Default)]

@@ -4,6 +4,7 @@
 pub mod container;
 pub mod kernel;
 pub mod packages;
+pub mod v1_frames;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
