@@ -20,7 +20,6 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::password::PasswordHash;
-use crate::headers::FrameAncestor;
 
 /// Where the config lives unless `--config` or `NOTEBOOK_CONFIG` say otherwise.
 pub const DEFAULT_PATH: &str = "/etc/notebook/notebook.toml";
@@ -482,7 +481,6 @@ macro_rules! config_value {
         }
     };
 }
-pub(crate) use config_value;
 
 /// One listen address, e.g. `0.0.0.0:9999` or `[::]:9999`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -758,6 +756,74 @@ impl fmt::Display for TrustedProxy {
 config_value!(
     TrustedProxy,
     "an IP address or network, e.g. \"127.0.0.1\" or \"10.0.0.0/8\""
+);
+
+/// An origin allowed to frame the notebook: `https://host[:port]` or
+/// `https://*.example.com` (http too, for a plain-HTTP embedding site).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameAncestor(String);
+
+impl FrameAncestor {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+const ORIGIN_FORMS: &str = "expected an origin such as \"https://my.example.com\", \"https://my.example.com:8443\" or \"https://*.example.com\" (scheme and host only: no path, query, quotes, spaces, ; or a bare *)";
+
+impl FromStr for FrameAncestor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| Err(format!("{s:?} {why}; {ORIGIN_FORMS}"));
+        let lower = s.trim().to_ascii_lowercase();
+        let Some((scheme, rest)) = lower.split_once("://") else {
+            return bad("has no scheme");
+        };
+        if scheme != "https" && scheme != "http" {
+            return bad("must start with https:// or http://");
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        if let Some(port) = port {
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 && !port.starts_with('0') => {}
+                _ => return bad("has a bad port"),
+            }
+        }
+        let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        {
+            inner.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                })
+        };
+        if !host_ok {
+            return bad("is not scheme://host[:port]");
+        }
+        Ok(FrameAncestor(lower))
+    }
+}
+
+impl fmt::Display for FrameAncestor {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+config_value!(
+    FrameAncestor,
+    "an origin such as \"https://my.example.com\" or \"https://*.example.com\""
 );
 
 #[cfg(test)]

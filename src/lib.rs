@@ -7,36 +7,24 @@
 //! config file, makes certificates and password hashes, and talks to the
 //! running daemon over its control socket.
 //!
-//! Where things live:
-//! - [`config`]: `/etc/notebook/notebook.toml` → a validated [`config::Config`].
-//! - [`tls`]: certificate and key files → a rustls server config.
-//! - [`auth`]: password hashes, session cookies, the login page and its limits.
-//! - [`proxy`]: forwarding requests and WebSockets to Jupyter.
-//! - [`headers`]: security headers, CSP `frame-ancestors`, cookie attributes.
-//! - [`limits`]: per-connection clocks: header read timeout (408), idle keep-alive.
-//! - [`supervise`]: the Jupyter child process: config, start, readiness, restart, stop.
-//! - [`server`]: listeners, connections, routing of each request.
-//! - [`workers`]: the threads (one per core) that serve client connections.
-//! - [`control`]: the control socket (`nbctl status`, `nbctl reload`).
-//! - [`systemd`]: sd_notify, watchdog, journald detection.
-//! - [`daemon`]: ties the parts together: start, signals, reload, shutdown.
+//! The modules, each using only those below it:
 //! - [`cli`]: `nbctl` (its verbs), and the command lines of both binaries.
+//! - [`daemon`]: the process: start, signals, reload, the control socket
+//!   (`nbctl status`, `nbctl reload`), systemd notifications, logging.
+//! - [`front`]: the HTTP edge, in the order a request meets it: listen,
+//!   TLS, limits, route, login, headers, pages, proxy to Jupyter.
+//! - [`jupyter`]: the Jupyter child process: its config, start, readiness,
+//!   restart, stop, and the frontend assets notebookd adds.
+//! - [`config`]: `/etc/notebook/notebook.toml` → a validated [`config::Config`].
+//! - [`auth`]: policy without HTTP: password hashes, session cookies and
+//!   records, login attempt limits.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod headers;
-pub mod limits;
-pub mod logging;
-pub mod pages;
-pub mod proxy;
-pub mod server;
-pub mod supervise;
-pub mod systemd;
-pub mod tls;
-pub mod workers;
+pub mod front;
+pub mod jupyter;
 
 /// The version of this build, as shown by `--version` and `nbctl status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

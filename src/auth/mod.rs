@@ -1,7 +1,7 @@
-//! Authentication: password hashes, session cookies, the login page, and
-//! the limits that keep a guessing flood from hurting logged-in users.
+//! Authentication policy, without HTTP: password hashes, session cookies,
+//! and the limits that keep a guessing flood from hurting logged-in users.
+//! The login page that uses it is [`crate::front::login`].
 
-pub mod login;
 pub mod password;
 pub mod session;
 

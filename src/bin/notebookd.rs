@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    notebookd::logging::init();
+    notebookd::daemon::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -625,7 +625,7 @@ pub fn install(config_path: &Path, args: &CertInstallArgs) -> Result<(), CliErro
     }
     check_chain(&args.source_cert, &chain)?;
     // What the daemon itself will load, with its own TLS stack.
-    crate::tls::load_certified_key(&args.source_cert, &args.source_key).map_err(|e| {
+    crate::front::tls::load_certified_key(&args.source_cert, &args.source_key).map_err(|e| {
         CliError::Failed(format!(
             "notebookd could not use it: {e}; nothing was installed"
         ))

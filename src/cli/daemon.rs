@@ -1,6 +1,6 @@
 //! `nbctl status` and `nbctl reload`, and the reload that follows every
 //! change nbctl makes: questions to the running notebookd over its control
-//! socket ([`crate::control`]).
+//! socket ([`crate::daemon::control`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::CliError;
 use super::args::ReloadFlag;
 use crate::config::{AbsPath, Config};
-use crate::control::{self, ControlError};
+use crate::daemon::control::{self, ControlError};
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The daemon gives a reload up to two minutes (it may restart Jupyter).

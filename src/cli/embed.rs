@@ -9,7 +9,7 @@ use super::CliError;
 use super::args::ReloadFlag;
 use super::edit::ConfigFile;
 use crate::config::Config;
-use crate::headers::FrameAncestor;
+use crate::config::FrameAncestor;
 
 const KEY: &str = "embed.frame_ancestors";
 

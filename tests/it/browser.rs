@@ -36,7 +36,7 @@ fn tools() -> Option<Tools> {
             return None;
         }
     }
-    let Some(node) = notebookd::supervise::flavour::find_program("node", None) else {
+    let Some(node) = notebookd::jupyter::flavour::find_program("node", None) else {
         missing_tool("node", hint);
         return None;
     };
@@ -138,7 +138,7 @@ impl Drop for EmbeddingSite {
 
 async fn embedding_site(port: u16, notebook_origin: String) -> EmbeddingSite {
     let c = certs();
-    let config = notebookd::tls::server_config(&c.cert(), &c.key()).expect("tls config");
+    let config = notebookd::front::tls::server_config(&c.cert(), &c.key()).expect("tls config");
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

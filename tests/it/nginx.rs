@@ -199,7 +199,7 @@ fn logged_clients(n: &Notebookd, event: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
-    if notebookd::supervise::flavour::find_program("nginx", Some("/usr/sbin:/usr/bin")).is_none() {
+    if notebookd::jupyter::flavour::find_program("nginx", Some("/usr/sbin:/usr/bin")).is_none() {
         missing_tool("nginx", "apt-get install nginx, or run ./dev test");
         return;
     }

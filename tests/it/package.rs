@@ -11,7 +11,7 @@ use crate::support::packages::{self, packages};
 use crate::support::{Browser, free_port, missing_tool, repo_root};
 
 fn have(tool: &str, package: &str) -> bool {
-    if notebookd::supervise::flavour::find_program(tool, Some("/usr/sbin:/usr/bin:/sbin:/bin"))
+    if notebookd::jupyter::flavour::find_program(tool, Some("/usr/sbin:/usr/bin:/sbin:/bin"))
         .is_some()
     {
         return true;

@@ -30,7 +30,7 @@ fn exposure(output: &str) -> f64 {
 
 #[test]
 fn unit_file_verifies_and_is_hardened() {
-    if notebookd::supervise::flavour::find_program("systemd-analyze", None).is_none() {
+    if notebookd::jupyter::flavour::find_program("systemd-analyze", None).is_none() {
         missing_tool("systemd-analyze", "apt-get install systemd");
         return;
     }
@@ -62,8 +62,8 @@ fn unit_file_verifies_and_is_hardened() {
         r.join("usr/sbin/notebookd"),
     )
     .unwrap();
-    let kill = notebookd::supervise::flavour::find_program("kill", Some("/bin:/usr/bin"))
-        .expect("kill(1)");
+    let kill =
+        notebookd::jupyter::flavour::find_program("kill", Some("/bin:/usr/bin")).expect("kill(1)");
     std::fs::copy(kill, r.join("bin/kill")).unwrap();
     let installed = r.join("usr/lib/systemd/system/notebook.service");
     std::fs::copy(&unit, &installed).unwrap();

@@ -95,7 +95,8 @@ fn every_key_type_verifies_with_openssl_and_loads_in_rustls() {
         );
         let (ok, text) = openssl(&["verify", "-CAfile", path_str(&cert), path_str(&cert)]);
         assert!(ok && text.contains(": OK"), "{key_type}: {text}");
-        notebookd::tls::load(&cert, &key).unwrap_or_else(|e| panic!("{key_type}: rustls: {e}"));
+        notebookd::front::tls::load(&cert, &key)
+            .unwrap_or_else(|e| panic!("{key_type}: rustls: {e}"));
         let (_, text) = openssl(&["x509", "-in", path_str(&cert), "-noout", "-text"]);
         let want = match key_type {
             "ec-p256" => "NIST CURVE: P-256",

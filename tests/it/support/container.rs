@@ -26,7 +26,7 @@ const ENV: &[&str] = &[
 ];
 
 fn have(program: &str) -> bool {
-    notebookd::supervise::flavour::find_program(program, None).is_some()
+    notebookd::jupyter::flavour::find_program(program, None).is_some()
 }
 
 /// The booted-tree prerequisites; `false` (after a loud skip outside CI) if missing.

@@ -1,6 +1,7 @@
 //! Per-connection HTTP limits that hyper does not enforce the way a
 //! front door needs: the header read timeout (slowloris) answered with a
-//! `408`, and the idle keep-alive timeout.
+//! `408`, the idle keep-alive timeout, and the connection slot a WebSocket
+//! keeps after its upgrade.
 //!
 //! A connection is in one [`Phase`] at a time:
 //! - `Fresh`: accepted, no byte of a request yet; closed after
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 /// Sent when a request head does not arrive in time.
@@ -251,6 +253,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 }
+
+/// A connection's place under `limits.max_connections`. A WebSocket keeps
+/// it after the upgrade, until the socket closes.
+#[derive(Clone)]
+pub struct ConnectionSlot(pub Arc<OwnedSemaphorePermit>);
 
 /// A response body that tells the connection when hyper is done with it.
 pub struct ResponseBody<B> {

@@ -233,19 +233,21 @@ pub async fn detect(command: &str, env: &BTreeMap<String, String>) -> Result<Ins
 pub mod frontend {
     pub const LABEXTENSIONS: &str = "labextensions";
     pub const CLASSIC_CONFIG_DIR: &str = "config";
+    use crate::jupyter::flavour::Dialect;
+
     const EXTENSION: &str = "notebookd-frame-links";
     const FRAME_LINKS_JS: &str = include_str!("frontend/frame-links.js");
     const FRAME_LINKS_PACKAGE: &str = include_str!("frontend/frame-links.package.json");
     const CLASSIC_CUSTOM_JS: &str = include_str!("frontend/custom.js");
 
     /// Files to write, as (path relative to the private Jupyter dir, content).
-    pub fn files(dialect: super::Dialect) -> Vec<(String, String)> {
+    pub fn files(dialect: Dialect) -> Vec<(String, String)> {
         match dialect {
-            super::Dialect::NotebookApp => vec![(
+            Dialect::NotebookApp => vec![(
                 format!("{CLASSIC_CONFIG_DIR}/custom/custom.js"),
                 CLASSIC_CUSTOM_JS.to_string(),
             )],
-            super::Dialect::ServerApp1 | super::Dialect::ServerApp2 => {
+            Dialect::ServerApp1 | Dialect::ServerApp2 => {
                 // Jupyter serves extension files as immutable: a new content needs a new name.
                 let entry = format!("static/remoteEntry.{:016x}.js", fnv1a(FRAME_LINKS_JS));
                 let package = FRAME_LINKS_PACKAGE.replace("static/remoteEntry.js", &entry);

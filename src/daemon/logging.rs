@@ -7,7 +7,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if crate::systemd::stderr_is_journal() {
+    if super::systemd::stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()
                 .with(filter)

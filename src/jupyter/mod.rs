@@ -141,8 +141,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the supervising task (and with it, Jupyter).
-    pub fn spawn(plan: LaunchPlan) -> Supervisor {
+    /// Starts the supervising task (and with it, Jupyter). `status_line`
+    /// hears a one-line description of each change of state (the daemon
+    /// passes it on as systemd's STATUS=).
+    pub fn spawn(plan: LaunchPlan, status_line: fn(&str)) -> Supervisor {
         let (req_tx, req_rx) = mpsc::channel(8);
         let (status_tx, status_rx) = watch::channel(JupyterStatus {
             state: JupyterState::Starting,
@@ -160,6 +162,7 @@ impl Supervisor {
             requests: req_rx,
             status: status_tx,
             heartbeat: heartbeat.clone(),
+            status_line,
             detected: None,
             last_lines: Arc::new(Mutex::new(VecDeque::new())),
         };
@@ -201,6 +204,7 @@ struct Task {
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<JupyterStatus>,
     heartbeat: Arc<Mutex<Instant>>,
+    status_line: fn(&str),
     /// `jupyter --version` for the current command and env.
     detected: Option<(String, BTreeMap<String, String>, Installed)>,
     last_lines: Arc<Mutex<VecDeque<String>>>,
@@ -253,7 +257,7 @@ impl Task {
                         "Jupyter failed: {why}; starting it again in {}s",
                         backoff.as_secs()
                     );
-                    crate::systemd::status(&format!(
+                    (self.status_line)(&format!(
                         "Jupyter failed ({why}); restarting in {}s",
                         backoff.as_secs()
                     ));
@@ -455,7 +459,7 @@ impl Task {
             resolved.describe(),
             self.plan.socket().display()
         );
-        crate::systemd::status(&format!("starting Jupyter ({})", resolved.describe()));
+        (self.status_line)(&format!("starting Jupyter ({})", resolved.describe()));
         self.status.send_modify(|s| {
             s.flavour = Some(resolved.describe());
             s.pid = pid;
@@ -511,7 +515,7 @@ impl Task {
                             s.ready_since = Some(SystemTime::now());
                         });
                         tracing::info!("Jupyter is ready");
-                        crate::systemd::status("ready");
+                        (self.status_line)("ready");
                         break;
                     }
                 }

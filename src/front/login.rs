@@ -1,4 +1,5 @@
-//! The login page, logout, and the session check in front of Jupyter.
+//! The login and logout pages and the session check in front of Jupyter:
+//! the HTTP side of [`crate::auth`].
 
 use std::time::Duration;
 
@@ -7,11 +8,12 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::Verdict;
-use super::session::{COOKIE_NAME, Session, SessionKeys, unix_now};
-use crate::headers::session_cookie;
-use crate::pages;
-use crate::server::{App, Body, ClientInfo, Settings, html, json, redirect};
+use super::client::ClientInfo;
+use super::headers::session_cookie;
+use super::target::check_path;
+use super::{App, Body, Settings, html, json, pages, redirect};
+use crate::auth::Verdict;
+use crate::auth::session::{COOKIE_NAME, Session, SessionKeys, unix_now};
 
 /// A login form is a password and a path: anything bigger is not one.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -76,7 +78,7 @@ fn cookie_for(
 pub fn login_required(settings: &Settings, req: &Request<Incoming>) -> Response<Body> {
     let base = settings.base_url();
     let is_page = (req.method() == Method::GET || req.method() == Method::HEAD)
-        && !crate::proxy::is_upgrade(req.headers())
+        && !super::proxy::is_upgrade(req.headers())
         && !req
             .uri()
             .path()
@@ -119,7 +121,7 @@ pub fn safe_next(next: &str, base_url: &str) -> String {
             && !current.starts_with("//")
             && !current.contains('\\')
             && !current.chars().any(char::is_control)
-            && crate::server::check_path(path).is_ok();
+            && check_path(path).is_ok();
         if !ok {
             return base_url.to_string();
         }

@@ -23,7 +23,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
-use crate::server::{ClientInfo, ConnectionSlot};
+use super::client::ClientInfo;
+use super::limits::ConnectionSlot;
 
 /// Splice buffers for upgraded connections: large enough for big kernel outputs.
 const SPLICE_BUFFER: usize = 64 * 1024;

@@ -17,7 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::App;
+use super::reload::{LastReload, ReloadRecord};
+use crate::front::App;
 
 pub const SOCKET_NAME: &str = "control.sock";
 const MAX_REQUEST: u64 = 4096;
@@ -44,6 +45,7 @@ pub struct ReloadRequest {
 pub fn serve(
     app: Arc<App>,
     reloads: mpsc::Sender<ReloadRequest>,
+    last_reload: LastReload,
     runtime_dir: &Path,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(runtime_dir);
@@ -62,8 +64,9 @@ pub fn serve(
             };
             let app = app.clone();
             let reloads = reloads.clone();
+            let last_reload = last_reload.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, &app, &reloads).await {
+                if let Err(e) = answer(stream, &app, &reloads, &last_reload).await {
                     tracing::debug!("control connection: {e}");
                 }
             });
@@ -75,6 +78,7 @@ async fn answer(
     stream: UnixStream,
     app: &App,
     reloads: &mpsc::Sender<ReloadRequest>,
+    last_reload: &LastReload,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -83,7 +87,7 @@ async fn answer(
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
     let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
-        Ok(req) if req.command == "status" => status(app),
+        Ok(req) if req.command == "status" => status(app, last_reload.get()),
         Ok(req) if req.command == "reload" => {
             let (done, result) = oneshot::channel();
             let outcome = if reloads.send(ReloadRequest { done }).await.is_err() {
@@ -113,14 +117,6 @@ async fn answer(
     Ok(())
 }
 
-/// The outcome of a reload (SIGHUP or `nbctl reload`), kept for `nbctl status`.
-#[derive(Debug, Clone)]
-pub struct ReloadRecord {
-    pub at: SystemTime,
-    /// What changed, or why the new config was refused.
-    pub outcome: Result<String, String>,
-}
-
 fn unix_secs(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -136,7 +132,7 @@ fn rfc3339(unix: i64) -> Option<String> {
 }
 
 /// What `nbctl status` shows.
-pub fn status(app: &App) -> serde_json::Value {
+pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value {
     let settings = app.settings();
     let config = &settings.config;
     let jupyter = app.jupyter();
@@ -149,11 +145,6 @@ pub fn status(app: &App) -> serde_json::Value {
             "days_left": (c.not_after - now).div_euclid(86400),
         })
     });
-    let last_reload = app
-        .last_reload
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
     let last_error = match &last_reload {
         Some(ReloadRecord {
             outcome: Err(e), ..

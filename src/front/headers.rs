@@ -6,80 +6,9 @@
 //! other directive: Jupyter's `sandbox allow-scripts` on `/files/` and
 //! nbconvert output is what stops uploaded HTML from running as the user.
 
-use std::fmt;
-use std::str::FromStr;
-
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::config::config_value;
-
-/// An origin allowed to frame the notebook: `https://host[:port]` or
-/// `https://*.example.com` (http too, for a plain-HTTP embedding site).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameAncestor(String);
-
-impl FrameAncestor {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-const ORIGIN_FORMS: &str = "expected an origin such as \"https://my.example.com\", \"https://my.example.com:8443\" or \"https://*.example.com\" (scheme and host only: no path, query, quotes, spaces, ; or a bare *)";
-
-impl FromStr for FrameAncestor {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| Err(format!("{s:?} {why}; {ORIGIN_FORMS}"));
-        let lower = s.trim().to_ascii_lowercase();
-        let Some((scheme, rest)) = lower.split_once("://") else {
-            return bad("has no scheme");
-        };
-        if scheme != "https" && scheme != "http" {
-            return bad("must start with https:// or http://");
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
-            _ => (rest, None),
-        };
-        if let Some(port) = port {
-            match port.parse::<u16>() {
-                Ok(p) if p > 0 && !port.starts_with('0') => {}
-                _ => return bad("has a bad port"),
-            }
-        }
-        let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
-        {
-            inner.parse::<std::net::Ipv6Addr>().is_ok()
-        } else {
-            let name = host.strip_prefix("*.").unwrap_or(host);
-            !name.is_empty()
-                && name.len() <= 253
-                && name.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                        && !label.starts_with('-')
-                        && !label.ends_with('-')
-                })
-        };
-        if !host_ok {
-            return bad("is not scheme://host[:port]");
-        }
-        Ok(FrameAncestor(lower))
-    }
-}
-
-impl fmt::Display for FrameAncestor {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-config_value!(
-    FrameAncestor,
-    "an origin such as \"https://my.example.com\" or \"https://*.example.com\""
-);
+use crate::config::FrameAncestor;
 
 /// What the response headers should say, computed once per config.
 #[derive(Debug, Clone)]
@@ -316,7 +245,7 @@ pub fn session_cookie(
     cross_site: bool,
     max_age_secs: u64,
 ) -> HeaderValue {
-    let mut c = cookie::Cookie::build((super::auth::session::COOKIE_NAME, value.to_string()))
+    let mut c = cookie::Cookie::build((crate::auth::session::COOKIE_NAME, value.to_string()))
         .path(path.to_string())
         .http_only(true)
         .secure(secure || cross_site)

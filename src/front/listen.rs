@@ -1,0 +1,362 @@
+//! Listening: binding the addresses, the accept loop, connection slots
+//! under `limits.max_connections`, and serving one client connection (TLS
+//! handshake, HTTP/1.1, upgrades) until it ends or the door closes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use super::limits::{ConnState, ConnectionSlot, ResponseBody, TimedIo};
+use super::route::handle;
+use super::workers::Workers;
+use super::{App, ClientConn, respond};
+
+/// Accepting connections: stops when told, and lets each connection finish.
+#[derive(Clone)]
+pub struct Door {
+    shutdown: watch::Receiver<bool>,
+    /// Held by every connection task; closed when all are done.
+    alive: mpsc::Sender<()>,
+    slots: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
+}
+
+/// The other side of [`Door`]: starts and awaits the drain.
+pub struct DoorKeeper {
+    shutdown: watch::Sender<bool>,
+    alive_rx: mpsc::Receiver<()>,
+    alive_tx: Option<mpsc::Sender<()>>,
+}
+
+impl DoorKeeper {
+    pub fn new(max_connections: usize) -> (DoorKeeper, Door) {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let door = Door {
+            shutdown: shutdown_rx,
+            alive: alive_tx.clone(),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
+        };
+        (
+            DoorKeeper {
+                shutdown: shutdown_tx,
+                alive_rx,
+                alive_tx: Some(alive_tx),
+            },
+            door,
+        )
+    }
+
+    /// Stops accepting, asks open connections to finish, waits up to `deadline`.
+    /// Returns whether every connection finished in time.
+    pub async fn drain(mut self, deadline: std::time::Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        self.alive_tx = None;
+        tokio::time::timeout(deadline, self.alive_rx.recv())
+            .await
+            .is_ok()
+    }
+}
+
+/// Binds every address or fails naming the one that could not be bound.
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let _ = socket.set_reuseaddr(true);
+        let listener = socket
+            .bind(*addr)
+            .and_then(|()| socket.listen(1024))
+            .map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        " (another program uses this port: change server.listen or stop it)"
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        " (ports below 1024 need CAP_NET_BIND_SERVICE; for notebook.service, add the drop-in its header describes)"
+                    }
+                    std::io::ErrorKind::AddrNotAvailable => " (no interface has this address)",
+                    _ => "",
+                };
+                format!("cannot listen on {addr}: {e}{hint}")
+            })?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Accepts connections on `listener` until the door closes.
+///
+/// Beyond `limits.max_connections`, a few more connections are accepted
+/// only to be told `503 Service Unavailable` (with `Retry-After`); past
+/// those, new connections wait in the kernel's backlog.
+pub async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    mut door: Door,
+    workers: Arc<Workers>,
+) {
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = door.shutdown.changed() => return,
+            p = door.slots.clone().acquire_owned() => match p { Ok(p) => Slot::Serve(p), Err(_) => return },
+            p = door.overflow.clone().acquire_owned() => match p { Ok(p) => Slot::Refuse(p), Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = door.shutdown.changed() => return,
+        };
+        // A slot may have freed up while we waited for the connection.
+        let slot = match slot {
+            Slot::Refuse(p) => match door.slots.clone().try_acquire_owned() {
+                Ok(serve) => {
+                    drop(p);
+                    Slot::Serve(serve)
+                }
+                Err(_) => Slot::Refuse(p),
+            },
+            serve => serve,
+        };
+        // Registered with the worker's own I/O driver rather than this one's:
+        // its readiness is then never relayed from thread to thread.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot hand the connection to a worker: {e}");
+                continue;
+            }
+        };
+        let app = app.clone();
+        let door = door.clone();
+        workers.spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%peer, "cannot take over the connection: {e}");
+                    return;
+                }
+            };
+            match slot {
+                Slot::Serve(permit) => {
+                    let serve = serve_connection(&app, stream, peer, door, Arc::new(permit));
+                    app.counting_connection(serve).await;
+                }
+                Slot::Refuse(_permit) => refuse_connection(&app, stream, peer).await,
+            }
+        });
+    }
+}
+
+enum Slot {
+    Serve(OwnedSemaphorePermit),
+    Refuse(OwnedSemaphorePermit),
+}
+
+/// Connections over the limit at once that get a 503 rather than a wait.
+const OVERFLOW_ANSWERS: usize = 64;
+
+async fn serve_connection(
+    app: &Arc<App>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut door: Door,
+    slot: Arc<OwnedSemaphorePermit>,
+) {
+    let _alive = door.alive.clone();
+    // Small kernel messages must not wait for a delayed ACK.
+    let _ = stream.set_nodelay(true);
+    let settings = app.settings();
+    let limits = &settings.config.limits;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The header read timeout and the keep-alive timeout are TimedIo's (it answers 408).
+    http.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes as usize)
+        .max_headers(limits.max_headers as usize);
+    let state = Arc::new(ConnState::default());
+    let header_timeout = limits.header_read_timeout.get();
+    let keep_alive = limits.keep_alive_timeout.get();
+
+    match &settings.tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+            let tls_stream = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let io = TimedIo::new(tls_stream, state.clone(), header_timeout, keep_alive);
+            drive(
+                app,
+                http,
+                TokioIo::new(io),
+                peer,
+                true,
+                &mut door,
+                state,
+                slot,
+            )
+            .await;
+        }
+        None => {
+            let io = TimedIo::new(stream, state.clone(), header_timeout, keep_alive);
+            drive(
+                app,
+                http,
+                TokioIo::new(io),
+                peer,
+                false,
+                &mut door,
+                state,
+                slot,
+            )
+            .await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<I>(
+    app: &Arc<App>,
+    http: hyper::server::conn::http1::Builder,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    door: &mut Door,
+    state: Arc<ConnState>,
+    slot: Arc<OwnedSemaphorePermit>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let client_conn = Arc::new(ClientConn::new(peer, tls));
+    let service = {
+        let app = app.clone();
+        let client_conn = client_conn.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let app = app.clone();
+            let state = state.clone();
+            let client_conn = client_conn.clone();
+            if super::proxy::is_upgrade(req.headers()) {
+                req.extensions_mut().insert(ConnectionSlot(slot.clone()));
+            }
+            async move {
+                state.request_started();
+                let resp = handle(app, &client_conn, req).await;
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    state.upgraded();
+                }
+                Ok::<_, Infallible>(resp.map(|body| ResponseBody::new(body, state)))
+            }
+        })
+    };
+    {
+        let conn = http.serve_connection(io, service).with_upgrades();
+        // This task also drives the connection to Jupyter (see UpstreamConn).
+        let upstream = client_conn.upstream.drive();
+        tokio::pin!(conn, upstream);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    break;
+                }
+                _ = door.shutdown.changed(), if !draining => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                () = upstream.as_mut() => {}
+            }
+        }
+    }
+    // The service (and its handle on the client connection) went with the server connection.
+    if let Ok(client_conn) = Arc::try_unwrap(client_conn) {
+        app.upstream.release(client_conn.upstream);
+    }
+}
+
+/// Answers one request on a connection over `limits.max_connections` with a
+/// 503 and closes it.
+async fn refuse_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr) {
+    static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+    let now = crate::auth::session::unix_now();
+    if LAST_WARNING.swap(now, Ordering::Relaxed) + 10 <= now {
+        tracing::warn!(%peer, "limits.max_connections reached: answering 503 to new connections");
+    }
+    let settings = app.settings();
+    let limits = &settings.config.limits;
+    let timeout = limits.header_read_timeout.get().min(Duration::from_secs(5));
+    let max = limits.max_connections;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .keep_alive(false)
+        .max_buf_size(limits.max_header_bytes as usize)
+        .max_headers(limits.max_headers as usize);
+    let tls = settings.tls.is_some();
+    let service = service_fn(move |_req: Request<Incoming>| {
+        let settings = settings.clone();
+        async move {
+            let mut resp = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!(
+                    "Too many open connections (limits.max_connections = {max}); try again in a few seconds.\n"
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            settings.headers.own_page(resp.headers_mut(), tls);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let served = async {
+        match &app.settings().tls {
+            Some(acceptor) => {
+                if let Ok(Ok(s)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    let _ = http.serve_connection(TokioIo::new(s), service).await;
+                }
+            }
+            None => {
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout * 2, served).await;
+}

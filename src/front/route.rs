@@ -1,0 +1,207 @@
+//! The routing table: which requests notebookd answers itself (login,
+//! logout, health, its stylesheet, refusals) and which go to Jupyter, and
+//! the header policy that matches who made the response.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+
+use super::client::ClientInfo;
+use super::proxy::{ProxyError, UpstreamConn};
+use super::target::{check_host, check_path};
+use super::{App, Body, ClientConn, Settings, html, json, login, pages, redirect, respond};
+use crate::jupyter::JupyterState;
+
+/// A response, and who made it: notebookd's own pages get notebookd's
+/// strict headers; Jupyter's keep its own, with only `frame-ancestors` and
+/// cookie attributes edited.
+pub enum Reply {
+    /// Made by notebookd.
+    Own(Response<Body>),
+    /// Jupyter's answer, streamed through.
+    Proxied(Response<Body>),
+}
+
+fn error_page(settings: &Settings, status: StatusCode, detail: &str) -> Response<Body> {
+    let title = status.canonical_reason().unwrap_or("Error");
+    html(
+        status,
+        pages::error(settings.base_url(), status.as_u16(), title, detail),
+    )
+}
+
+/// Answers one request.
+pub async fn handle(app: Arc<App>, conn: &ClientConn, req: Request<Incoming>) -> Response<Body> {
+    let settings = app.settings();
+    let client = ClientInfo::new(&conn.peer, &req, &settings.config);
+    match route(&app, &settings, &client, &conn.upstream, req).await {
+        Reply::Own(mut resp) => {
+            settings.headers.own_page(resp.headers_mut(), client.https);
+            resp
+        }
+        Reply::Proxied(mut resp) => {
+            settings.headers.proxied(resp.headers_mut(), client.https);
+            resp
+        }
+    }
+}
+
+async fn route(
+    app: &App,
+    settings: &Settings,
+    client: &ClientInfo,
+    upstream: &UpstreamConn,
+    req: Request<Incoming>,
+) -> Reply {
+    let base = settings.base_url();
+    let refuse = |status, why: &str| Reply::Own(error_page(settings, status, why));
+    if req.uri().scheme().is_some()
+        || req.uri().authority().is_some()
+        || req.method() == Method::CONNECT
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Only origin-form request targets (a path) are served.",
+        );
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > settings.config.limits.max_uri_bytes as usize {
+        return refuse(StatusCode::URI_TOO_LONG, "The request target is too long.");
+    }
+    let path = req.uri().path();
+    if let Err(why) = check_path(path) {
+        return refuse(StatusCode::BAD_REQUEST, why);
+    }
+    if let Err(why) = check_host(req.headers()) {
+        return refuse(StatusCode::BAD_REQUEST, why);
+    }
+    if cross_site_write(&req) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "This request came from another site; it is refused.",
+        );
+    }
+    let Some(rel) = path.strip_prefix(base) else {
+        if path.len() + 1 == base.len() && base.starts_with(path) {
+            return Reply::Own(redirect(StatusCode::FOUND, base));
+        }
+        return refuse(StatusCode::NOT_FOUND, "Nothing is served here.");
+    };
+    match rel {
+        "login" => return Reply::Own(login::login(app, settings, client, req).await),
+        "logout" => return Reply::Own(login::logout(app, settings, client, &req)),
+        "_notebookd/health" => return Reply::Own(health(app)),
+        "_notebookd/static/notebookd.css" => {
+            let mut resp = respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLESHEET);
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
+            return Reply::Own(resp);
+        }
+        _ => {}
+    }
+    let Some(keys) = &settings.keys else {
+        return Reply::Own(html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::no_password(base),
+        ));
+    };
+    let Some(session) = login::current_session(app, keys, req.headers()) else {
+        return Reply::Own(login::login_required(settings, &req));
+    };
+    let refresh = login::refreshed_cookie(app, settings, keys, client, &session);
+
+    let state = app.jupyter_state();
+    if state != JupyterState::Ready {
+        return Reply::Own(unavailable(settings, &req, state.describe()));
+    }
+    let wants_html = accepts_html(&req);
+    match app
+        .upstream
+        .forward(req, client, crate::auth::session::COOKIE_NAME, upstream)
+        .await
+    {
+        Ok(resp) => {
+            let mut resp = resp.map(Either::Left);
+            if let Some(cookie) = refresh {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            Reply::Proxied(resp)
+        }
+        Err(ProxyError::Connect(e)) => {
+            tracing::warn!("{e}");
+            Reply::Own(unavailable_for(settings, wants_html, "restarting"))
+        }
+        Err(ProxyError::Upstream(e)) => {
+            tracing::warn!("proxying to Jupyter failed: {e}");
+            refuse(
+                StatusCode::BAD_GATEWAY,
+                "Jupyter did not answer properly; try again.",
+            )
+        }
+    }
+}
+
+/// A state-changing request (or a WebSocket) that the browser says comes
+/// from another site (`Sec-Fetch-Site`), or from an opaque origin such as a
+/// sandboxed page (`Origin: null`). Jupyter's XSRF and Origin checks refuse
+/// these too; notebookd refuses them before they reach Jupyter or the login.
+/// Requests inside an embedded notebook are same-origin, so embedding is
+/// not affected.
+fn cross_site_write(req: &Request<Incoming>) -> bool {
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || super::proxy::is_upgrade(req.headers());
+    if !writes {
+        return false;
+    }
+    let h = req.headers();
+    let site = h.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    matches!(site, Some(b"cross-site" | b"same-site"))
+        || h.get(header::ORIGIN)
+            .is_some_and(|o| o.as_bytes() == b"null")
+}
+
+fn accepts_html(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+fn unavailable(settings: &Settings, req: &Request<Incoming>, state: &str) -> Response<Body> {
+    unavailable_for(settings, accepts_html(req), state)
+}
+
+fn unavailable_for(settings: &Settings, wants_html: bool, state: &str) -> Response<Body> {
+    let mut resp = if wants_html {
+        html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(settings.base_url(), state),
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"message": format!("Jupyter is {state}; try again shortly")}),
+        )
+    };
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    resp
+}
+
+fn health(app: &App) -> Response<Body> {
+    let state = app.jupyter_state();
+    let ok = state == JupyterState::Ready;
+    json(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "jupyter": state}),
+    )
+}
