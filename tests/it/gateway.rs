@@ -1,5 +1,5 @@
-//! Kernels on a real Jupyter Enterprise Gateway (`jupyter.gateway_url`):
-//! the pinned gateway from its own venv (tests/setup/enterprise-gateway.sh),
+//! Kernels on a real Jupyter Enterprise Gateway and Kernel Gateway
+//! (`jupyter.gateway_url`): each pinned in its own venv (tests/setup/gateway.sh),
 //! started on loopback with an auth token and local process kernels, behind
 //! notebookd and the test venv's Jupyter.
 
@@ -16,29 +16,61 @@ use serde_json::{Value, json};
 use crate::nbctl::nbctl;
 use crate::support::{self, Browser, Notebookd, Options, kernel};
 
-/// The Enterprise Gateway venv, installed by tests/setup/enterprise-gateway.sh
-/// when missing; `None` (after a loud skip) when it cannot be, outside CI.
-fn gateway_venv() -> Option<PathBuf> {
-    if let Ok(v) = std::env::var("NOTEBOOKD_GATEWAY_VENV") {
-        return Some(PathBuf::from(v));
+/// Which gateway a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Enterprise,
+    Kernel,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Enterprise => "enterprise",
+            Kind::Kernel => "kernel",
+        }
     }
-    let out = Command::new(support::repo_root().join("tests/setup/enterprise-gateway.sh"))
+    fn program(self) -> &'static str {
+        match self {
+            Kind::Enterprise => "bin/jupyter-enterprisegateway",
+            Kind::Kernel => "bin/jupyter-kernelgateway",
+        }
+    }
+    /// The environment variable of its `auth_token` setting.
+    fn token_env(self) -> &'static str {
+        match self {
+            Kind::Enterprise => "EG_AUTH_TOKEN",
+            Kind::Kernel => "KG_AUTH_TOKEN",
+        }
+    }
+}
+
+/// The gateway's venv, installed by tests/setup/gateway.sh when missing;
+/// `None` (after a loud skip) when it cannot be, outside CI.
+fn gateway_venv(kind: Kind) -> Option<PathBuf> {
+    let out = Command::new(support::repo_root().join("tests/setup/gateway.sh"))
+        .arg(kind.name())
         .stderr(Stdio::inherit())
         .output()
-        .expect("run tests/setup/enterprise-gateway.sh");
+        .expect("run tests/setup/gateway.sh");
     let venv = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if out.status.success() && venv.join("bin/jupyter-enterprisegateway").exists() {
+    if out.status.success() && venv.join(kind.program()).exists() {
         return Some(venv);
     }
     support::missing_tool(
-        "Jupyter Enterprise Gateway",
-        "run tests/setup/enterprise-gateway.sh (pip from PyPI into .cache/enterprise-gateway)",
+        &format!("Jupyter {} gateway", kind.name()),
+        &format!(
+            "run tests/setup/gateway.sh {} (pip from PyPI into .cache/{}-gateway)",
+            kind.name(),
+            kind.name()
+        ),
     );
     None
 }
 
-/// A running Enterprise Gateway, stopped (with its kernels) when dropped.
+/// A running gateway, stopped (with its kernels) when dropped.
 struct Gateway {
+    kind: Kind,
     venv: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
@@ -47,8 +79,9 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(venv: &Path, token: &str) -> Gateway {
+    fn start(kind: Kind, venv: &Path, token: &str) -> Gateway {
         let mut g = Gateway {
+            kind,
             venv: venv.to_owned(),
             dir: tempfile::tempdir().expect("tempdir"),
             port: support::free_port(),
@@ -76,13 +109,14 @@ impl Gateway {
             std::env::var("PATH").unwrap_or_default()
         );
         // The token goes in the environment (EG_AUTH_TOKEN is the same
-        // setting as --EnterpriseGatewayApp.auth_token), so that no command
-        // line on this machine holds it and the check below can look at all.
-        let child = Command::new(self.venv.join("bin/jupyter-enterprisegateway"))
+        // setting as --EnterpriseGatewayApp.auth_token, KG_AUTH_TOKEN as
+        // --KernelGatewayApp.auth_token), so that no command line on this
+        // machine holds it and the check below can look at all of them.
+        let child = Command::new(self.venv.join(self.kind.program()))
             .arg("--ip=127.0.0.1")
             .arg(format!("--port={}", self.port))
             .arg("--port_retries=0")
-            .env("EG_AUTH_TOKEN", &self.token)
+            .env(self.kind.token_env(), &self.token)
             .env("PATH", path)
             .env("JUPYTER_RUNTIME_DIR", self.dir.path().join("runtime"))
             .current_dir(self.dir.path())
@@ -240,11 +274,14 @@ async fn wait_gateway_state(n: &Notebookd, want: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enterprise_gateway_runs_the_kernels() {
-    let Some(venv) = gateway_venv() else { return };
+    let Some(venv) = gateway_venv(Kind::Enterprise) else {
+        return;
+    };
     let secrets = tempfile::tempdir().unwrap();
     let token = random_token();
     let token_file = write_token(secrets.path(), &token);
-    let mut gateway = tokio::task::block_in_place(|| Gateway::start(&venv, &token));
+    let mut gateway =
+        tokio::task::block_in_place(|| Gateway::start(Kind::Enterprise, &venv, &token));
     let n = notebookd_on(&gateway, &token_file);
     let b = n.logged_in().await;
 
@@ -376,9 +413,12 @@ async fn enterprise_gateway_runs_the_kernels() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_gateway_token_gives_a_clear_error() {
-    let Some(venv) = gateway_venv() else { return };
+    let Some(venv) = gateway_venv(Kind::Enterprise) else {
+        return;
+    };
     let secrets = tempfile::tempdir().unwrap();
-    let gateway = tokio::task::block_in_place(|| Gateway::start(&venv, &random_token()));
+    let gateway =
+        tokio::task::block_in_place(|| Gateway::start(Kind::Enterprise, &venv, &random_token()));
     let wrong = random_token();
     let token_file = write_token(secrets.path(), &wrong);
     let n = notebookd_on(&gateway, &token_file);
@@ -402,6 +442,54 @@ async fn a_wrong_gateway_token_gives_a_clear_error() {
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(
         !n.log_text().contains(&wrong),
+        "the token is in notebookd's log"
+    );
+}
+
+/// Kernel Gateway (one remote host) with the test venv's jupyter_server:
+/// kernels under the gateway, restart, the token on no command line.
+#[tokio::test(flavor = "multi_thread")]
+async fn kernel_gateway_runs_the_kernels() {
+    let Some(venv) = gateway_venv(Kind::Kernel) else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let token_file = write_token(secrets.path(), &token);
+    let gateway = tokio::task::block_in_place(|| Gateway::start(Kind::Kernel, &venv, &token));
+    let n = notebookd_on(&gateway, &token_file);
+    let b = n.logged_in().await;
+
+    let (status, body) = start_kernel(&b).await;
+    assert_eq!(status, 201, "start a kernel through Kernel Gateway: {body}");
+    let id = body["id"].as_str().expect("kernel id").to_string();
+    let out = run(&n, &b, &id, "import os\nprint(6*7, os.getpid())").await;
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"42"), "{out:?}");
+    let kernel_pid: u32 = words[1].parse().expect("kernel pid");
+    assert!(
+        ancestors(kernel_pid).contains(&gateway.pid()),
+        "kernel {kernel_pid} is not under Kernel Gateway {}",
+        gateway.pid()
+    );
+    let r = b
+        .send_json(
+            Method::POST,
+            &format!("api/kernels/{id}/restart"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "restart: {:?}", r.text().await);
+    let out = run(&n, &b, &id, "print(6*7)").await;
+    assert_eq!(out.stdout.trim(), "42", "{out:?}");
+    wait_gateway_state(&n, "ok").await;
+    let holders = support::processes_matching(&token);
+    assert!(
+        holders.is_empty(),
+        "the token is on command lines: {holders:?}"
+    );
+    assert!(
+        !n.log_text().contains(&token),
         "the token is in notebookd's log"
     );
 }
