@@ -128,6 +128,24 @@ pub fn read_token(path: &Path) -> Result<String, String> {
     Ok(token.to_owned())
 }
 
+/// A SHA-256 of a token: enough to tell two apart, and no secret in memory
+/// dumps of the supervisor's state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> TokenDigest {
+        use sha2::Digest;
+        TokenDigest(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+}
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("TokenDigest(..)")
+    }
+}
+
 /// The server extension's module name, as Jupyter imports it.
 pub const EXTENSION: &str = "notebookd_gateway";
 /// Where (relative to the private Jupyter dir) the extension's module lives.

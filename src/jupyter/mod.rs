@@ -146,6 +146,9 @@ pub struct Supervisor {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<JupyterStatus>,
     heartbeat: Arc<Mutex<Instant>>,
+    /// A digest of the gateway token the running Jupyter got, so that a
+    /// reload notices a new token in an unchanged config.
+    launched_token: Arc<Mutex<Option<gateway::TokenDigest>>>,
 }
 
 impl Supervisor {
@@ -166,7 +169,9 @@ impl Supervisor {
             gateway: plan.gateway.as_ref().map(|_| GatewayHealth::unknown()),
         });
         let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        let launched_token = Arc::new(Mutex::new(None));
         let task = Task {
+            launched_token: launched_token.clone(),
             plan,
             requests: req_rx,
             status: status_tx,
@@ -180,6 +185,7 @@ impl Supervisor {
             requests: req_tx,
             status: status_rx,
             heartbeat,
+            launched_token,
         }
     }
 
@@ -192,6 +198,20 @@ impl Supervisor {
         self.heartbeat
             .lock()
             .map_or_else(|_| Instant::now(), |h| *h)
+    }
+
+    /// Whether the gateway token file now holds another token than the one
+    /// the running Jupyter was given (`false` if it cannot be read: starting
+    /// Jupyter would fail on it the same way).
+    pub fn gateway_token_changed(&self, plan: &LaunchPlan) -> bool {
+        let Some(file) = plan.gateway.as_ref().and_then(|g| g.token_file.as_ref()) else {
+            return false;
+        };
+        let Ok(token) = gateway::read_token(file) else {
+            return false;
+        };
+        let launched = self.launched_token.lock().map(|t| *t).unwrap_or(None);
+        launched != Some(gateway::TokenDigest::of(&token))
     }
 
     /// Restarts Jupyter with a new plan.
@@ -209,6 +229,7 @@ impl Supervisor {
 }
 
 struct Task {
+    launched_token: Arc<Mutex<Option<gateway::TokenDigest>>>,
     plan: LaunchPlan,
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<JupyterStatus>,
@@ -369,6 +390,11 @@ impl Task {
             Some(g) => g.env()?,
             None => BTreeMap::new(),
         };
+        if let Ok(mut t) = self.launched_token.lock() {
+            *t = gateway_env
+                .get("JUPYTER_GATEWAY_AUTH_TOKEN")
+                .map(|token| gateway::TokenDigest::of(token));
+        }
         let mut files = flavour::frontend::files(resolved.dialect);
         if self.plan.gateway.is_some() {
             files.extend(gateway::files());

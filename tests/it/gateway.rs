@@ -372,6 +372,16 @@ async fn enterprise_gateway_runs_the_kernels() {
         !n.log_text().contains(&token),
         "the token is in notebookd's log"
     );
+    let shown = tokio::task::block_in_place(|| nbctl(&n.config_path(), &["config", "show"]));
+    assert!(
+        shown.stdout.contains("gateway_token_file"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        !shown.stdout.contains(&token),
+        "nbctl config show prints the token"
+    );
 
     // The gateway goes away: a clear answer, and health says so.
     tokio::task::block_in_place(|| gateway.stop());
@@ -417,8 +427,8 @@ async fn a_wrong_gateway_token_gives_a_clear_error() {
         return;
     };
     let secrets = tempfile::tempdir().unwrap();
-    let gateway =
-        tokio::task::block_in_place(|| Gateway::start(Kind::Enterprise, &venv, &random_token()));
+    let right = random_token();
+    let gateway = tokio::task::block_in_place(|| Gateway::start(Kind::Enterprise, &venv, &right));
     let wrong = random_token();
     let token_file = write_token(secrets.path(), &wrong);
     let n = notebookd_on(&gateway, &token_file);
@@ -442,6 +452,28 @@ async fn a_wrong_gateway_token_gives_a_clear_error() {
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(
         !n.log_text().contains(&wrong),
+        "the token is in notebookd's log"
+    );
+
+    // The right token in the same file and a reload: kernels start.
+    write_token(secrets.path(), &right);
+    let out = tokio::task::block_in_place(|| nbctl(&n.config_path(), &["reload"]));
+    assert_eq!(out.code, 0, "reload: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("Jupyter is restarting"),
+        "{}",
+        out.stdout
+    );
+    let mut last = (0, Value::Null);
+    let started = support::eventually(Duration::from_secs(90), async || {
+        last = start_kernel(&b).await;
+        last.0 == 201
+    })
+    .await;
+    assert!(started, "no kernel with the right token: {last:?}");
+    wait_gateway_state(&n, "ok").await;
+    assert!(
+        !n.log_text().contains(&right),
         "the token is in notebookd's log"
     );
 }
