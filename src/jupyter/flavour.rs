@@ -428,6 +428,43 @@ mod tests {
     }
 
     #[test]
+    fn gateway_mode_loads_the_extension_and_holds_no_secret() {
+        for (dialect, key) in [
+            (
+                Dialect::ServerApp2,
+                "c.ServerApp.jpserver_extensions.update(",
+            ),
+            (
+                Dialect::NotebookApp,
+                "c.NotebookApp.nbserver_extensions.update(",
+            ),
+        ] {
+            let text = render(&JupyterConfig {
+                dialect,
+                dir: Path::new("/run/notebook/jupyter"),
+                socket: Path::new("/run/notebook/jupyter/jupyter.sock"),
+                base_url: "/",
+                root_dir: Path::new("/var/lib/notebook/notebooks"),
+                allow_root: false,
+                gateway: true,
+            });
+            assert!(
+                text.contains("sys.path.insert(0, \"/run/notebook/jupyter/python\")"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("{key}{{\"notebookd_gateway\": True}})")),
+                "{text}"
+            );
+            // The URL and token travel in the environment, not in this file.
+            assert!(!text.contains("Gateway"), "{text}");
+        }
+        let files = crate::jupyter::gateway::files();
+        assert_eq!(files[0].0, "python/notebookd_gateway.py");
+        assert!(files[0].1.contains("TCP_QUICKACK"));
+    }
+
+    #[test]
     fn frame_links_files() {
         let lab = frontend::files(Dialect::ServerApp2);
         let package: serde_json::Value = serde_json::from_str(&lab[0].1).unwrap();
