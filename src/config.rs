@@ -130,6 +130,38 @@ pub struct Jupyter {
     pub root_dir: AbsPath,
     pub startup_timeout: HumanDuration,
     pub stop_timeout: HumanDuration,
+    /// A Jupyter Enterprise Gateway or Kernel Gateway that runs the kernels
+    /// (`http://` or `https://`); empty: kernels run on this machine.
+    pub gateway_url: String,
+    /// A file holding the gateway's auth token (root:notebook 0640); empty: none.
+    /// The token is read at each start of Jupyter and handed over in its
+    /// environment, never on a command line.
+    pub gateway_token_file: String,
+    /// PEM certificates to trust for the gateway's TLS; empty: the system's.
+    pub gateway_ca: String,
+    /// How long a request to the gateway may take (a kernel start included).
+    pub gateway_request_timeout: HumanDuration,
+    /// How long connecting to the gateway may take.
+    pub gateway_connect_timeout: HumanDuration,
+    /// `KERNEL_USERNAME` for the gateway's kernels; empty: the service's user.
+    pub gateway_kernel_username: String,
+    /// `KERNEL_WORKING_DIR` for the gateway's kernels (a directory on the
+    /// cluster); empty: jupyter_server sends the notebook's local directory.
+    pub gateway_kernel_working_dir: String,
+}
+
+impl Jupyter {
+    /// The gateway URL, if kernels run on a gateway.
+    pub fn gateway(&self) -> Option<&str> {
+        let url = self.gateway_url.trim();
+        (!url.is_empty()).then_some(url)
+    }
+
+    /// A path-valued key that may be empty ("not set").
+    pub fn optional_path(value: &str) -> Option<&Path> {
+        let v = value.trim();
+        (!v.is_empty()).then(|| Path::new(v))
+    }
 }
 
 impl Default for Jupyter {
@@ -142,6 +174,14 @@ impl Default for Jupyter {
             root_dir: AbsPath::new("/var/lib/notebook/notebooks"),
             startup_timeout: HumanDuration::secs(60),
             stop_timeout: HumanDuration::secs(10),
+            gateway_url: String::new(),
+            gateway_token_file: String::new(),
+            gateway_ca: String::new(),
+            // jupyter_server's defaults: a kernel launch may take 40s, plus a pad.
+            gateway_request_timeout: HumanDuration::secs(42),
+            gateway_connect_timeout: HumanDuration::secs(40),
+            gateway_kernel_username: String::new(),
+            gateway_kernel_working_dir: String::new(),
         }
     }
 }
@@ -244,6 +284,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_gateway()?;
         let limits = &self.limits;
         let ranges: [(&'static str, u32, u32, u32); 4] = [
             (
@@ -292,6 +333,88 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The `jupyter.gateway_*` keys: a URL Jupyter can use, absolute paths.
+    fn validate_gateway(&self) -> Result<(), (&'static str, String)> {
+        let j = &self.jupyter;
+        if let Some(url) = j.gateway() {
+            gateway_url_problem(url).map_or(Ok(()), |why| Err(("jupyter.gateway_url", why)))?;
+        }
+        let paths: [(&'static str, &str); 2] = [
+            ("jupyter.gateway_token_file", &j.gateway_token_file),
+            ("jupyter.gateway_ca", &j.gateway_ca),
+        ];
+        for (key, value) in paths {
+            if Jupyter::optional_path(value).is_some_and(|p| !p.is_absolute()) {
+                return Err((
+                    key,
+                    format!(
+                        "{value:?} is not an absolute path; write it from /, e.g. \"/etc/notebook/gateway.token\""
+                    ),
+                ));
+            }
+        }
+        let env_values: [(&'static str, &str); 2] = [
+            (
+                "jupyter.gateway_kernel_username",
+                &j.gateway_kernel_username,
+            ),
+            (
+                "jupyter.gateway_kernel_working_dir",
+                &j.gateway_kernel_working_dir,
+            ),
+        ];
+        for (key, value) in env_values {
+            if value.contains('\0') || value.contains('\n') {
+                return Err((key, "cannot contain a NUL byte or a line break".into()));
+            }
+        }
+        for (key, value) in [
+            ("jupyter.gateway_request_timeout", j.gateway_request_timeout),
+            ("jupyter.gateway_connect_timeout", j.gateway_connect_timeout),
+        ] {
+            if value.0 < Duration::from_secs(1) {
+                return Err((key, "must be at least 1s, e.g. \"40s\"".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why `url` cannot be a `jupyter.gateway_url`, if it cannot.
+pub fn gateway_url_problem(url: &str) -> Option<String> {
+    const FORMS: &str = "expected http://HOST:PORT or https://HOST[:PORT][/PATH], e.g. \"https://gateway.example.com:8888\"";
+    let uri: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(_) => return Some(format!("{url:?} is not a URL; {FORMS}")),
+    };
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Some(format!(
+                "{url:?} must start with http:// or https://; {FORMS}"
+            ));
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return Some(format!("{url:?} names no host; {FORMS}"));
+    };
+    if authority.as_str().contains('@') {
+        // A password in the URL would show in `nbctl config show` and in Jupyter's logs.
+        // Not quoted back: it holds a secret.
+        return Some(
+            "the URL holds credentials (user:password@); put the gateway's token in the file named by jupyter.gateway_token_file instead".into(),
+        );
+    }
+    if authority.host().is_empty() {
+        return Some(format!("{url:?} names no host; {FORMS}"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Some(format!("{url:?} has a query or fragment; {FORMS}"));
+    }
+    None
 }
 
 fn optional_password_hash<'de, D: Deserializer<'de>>(
@@ -909,6 +1032,35 @@ mod tests {
             err.contains(":2:1: limits.max_headers: 1 is out of range"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn gateway_keys_are_checked() {
+        let c = parse("[jupyter]\ngateway_url = \"https://gw.example:8888/eg\"\ngateway_token_file = \"/etc/notebook/gateway.token\"\n").unwrap();
+        assert_eq!(c.jupyter.gateway(), Some("https://gw.example:8888/eg"));
+        assert_eq!(Config::default().jupyter.gateway(), None);
+        for (bad, why) in [
+            ("gw.example:8888", "must start with http"),
+            ("ftp://gw.example", "must start with http"),
+            ("https://user:pw@gw.example", "holds credentials"),
+            ("https://gw.example/?token=x", "query"),
+            ("http://", "not a URL"),
+        ] {
+            let err = parse(&format!("[jupyter]\ngateway_url = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(":2:1: jupyter.gateway_url: "), "{bad}: {err}");
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+        let err = parse("[jupyter]\ngateway_token_file = \"gateway.token\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jupyter.gateway_token_file: "), "{err}");
+        let err = parse("[jupyter]\ngateway_connect_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1s"), "{err}");
     }
 
     #[test]

@@ -164,6 +164,12 @@ pub fn describe_status(a: &Value) -> String {
         j["restarts"].as_u64().unwrap_or(0)
     ));
     line("jupyter", jupyter);
+    let gateway = &j["gateway"];
+    if gateway.is_object() {
+        let state = gateway["state"].as_str().unwrap_or("unknown");
+        let message = gateway["message"].as_str().unwrap_or("");
+        line("gateway", format!("{state}: {message}"));
+    }
     line(
         "sessions",
         format!(

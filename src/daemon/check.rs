@@ -34,5 +34,36 @@ pub fn check(path: &Path) -> anyhow::Result<(Config, Vec<String>)> {
             if cmd.contains('/') { "" } else { " in PATH" }
         );
     }
+    check_gateway(path, &config, &mut notes)?;
     Ok((config, notes))
+}
+
+/// `jupyter.gateway_*`: the token file is readable (and not by everyone),
+/// the CA file is readable. The URL's form was checked by [`Config::load`].
+fn check_gateway(path: &Path, config: &Config, notes: &mut Vec<String>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let j = &config.jupyter;
+    if j.gateway().is_none() {
+        return Ok(());
+    }
+    if let Some(token) = crate::config::Jupyter::optional_path(&j.gateway_token_file) {
+        crate::jupyter::gateway::read_token(token)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if std::fs::metadata(token).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+            notes.push(format!(
+                "jupyter.gateway_token_file {} is readable by every user: `sudo chown root:notebook {0} && sudo chmod 0640 {0}`",
+                token.display()
+            ));
+        }
+    }
+    if let Some(ca) = crate::config::Jupyter::optional_path(&j.gateway_ca) {
+        if let Err(e) = std::fs::File::open(ca) {
+            anyhow::bail!(
+                "{}: jupyter.gateway_ca: cannot read {}: {e} (it must be a PEM file the service's user can read)",
+                path.display(),
+                ca.display()
+            );
+        }
+    }
+    Ok(())
 }

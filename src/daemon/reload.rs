@@ -80,7 +80,8 @@ impl Reloader {
                         "session secret changed: every session ended".into()
                     });
                 }
-                if old_plan != new_plan {
+                // A new gateway token in the same file is a new Jupyter setting too.
+                if old_plan != new_plan || self.app.supervisor.gateway_token_changed(&new_plan) {
                     self.app.supervisor.relaunch(new_plan).await;
                     notes.push("Jupyter settings changed: Jupyter is restarting".into());
                 }

@@ -9,6 +9,7 @@
 //! `ArcSwap`: a request loads it once and sees one consistent config.
 
 pub mod client;
+pub mod gateway;
 pub mod headers;
 pub mod limits;
 pub mod listen;

@@ -120,13 +120,19 @@ async fn route(
         return Reply::Own(unavailable(settings, &req, state.describe()));
     }
     let wants_html = accepts_html(&req);
+    let gateway_api =
+        settings.config.jupyter.gateway().is_some() && super::gateway::is_gateway_api(rel);
     match app
         .upstream
         .forward(req, client, crate::auth::session::COOKIE_NAME, upstream)
         .await
     {
         Ok(resp) => {
-            let mut resp = resp.map(Either::Left);
+            let mut resp = if gateway_api {
+                super::gateway::clarify(base, wants_html, resp).await
+            } else {
+                resp.map(Either::Left)
+            };
             if let Some(cookie) = refresh {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
@@ -196,12 +202,22 @@ fn unavailable_for(settings: &Settings, wants_html: bool, state: &str) -> Respon
 fn health(app: &App) -> Response<Body> {
     let state = app.jupyter_state();
     let ok = state == JupyterState::Ready;
+    let mut body =
+        serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "jupyter": state});
+    // Kernels on a gateway: say whether it answers (never its URL). Notebooks
+    // still open without it, so this stays a 200: "degraded".
+    if let Some(gateway) = app.jupyter().gateway {
+        if ok && !gateway.is_ok() {
+            body["status"] = "degraded".into();
+        }
+        body["gateway"] = serde_json::json!(gateway);
+    }
     json(
         if ok {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         },
-        &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "jupyter": state}),
+        &body,
     )
 }

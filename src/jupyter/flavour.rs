@@ -276,6 +276,8 @@ pub struct JupyterConfig<'a> {
     pub base_url: &'a str,
     pub root_dir: &'a Path,
     pub allow_root: bool,
+    /// Kernels run on a gateway: load notebookd's gateway extension.
+    pub gateway: bool,
 }
 
 fn py_str(s: &str) -> String {
@@ -343,7 +345,29 @@ pub fn render(cfg: &JupyterConfig) -> String {
             ),
         );
     }
+    if cfg.gateway {
+        render_gateway(&mut out, cfg);
+    }
     out
+}
+
+/// Loads notebookd's gateway extension (TCP_NODELAY on the kernel
+/// WebSockets to the gateway) from the private directory; the gateway's URL
+/// and token come from the environment, so they are not in this file.
+fn render_gateway(out: &mut String, cfg: &JupyterConfig) {
+    use crate::jupyter::gateway::{EXTENSION, PYTHON_DIR};
+    let python_dir = py_str(&cfg.dir.join(PYTHON_DIR).display().to_string());
+    let key = match cfg.dialect {
+        Dialect::NotebookApp => "NotebookApp.nbserver_extensions",
+        Dialect::ServerApp1 | Dialect::ServerApp2 => "ServerApp.jpserver_extensions",
+    };
+    let _ = writeln!(
+        out,
+        "import sys\n\
+         if {python_dir} not in sys.path:\n    sys.path.insert(0, {python_dir})\n\
+         c.{key}.update({{{}: True}})",
+        py_str(EXTENSION)
+    );
 }
 
 #[cfg(test)]
@@ -377,6 +401,7 @@ mod tests {
             base_url: "/nb/",
             root_dir: Path::new("/var/lib/notebook/notebooks"),
             allow_root: false,
+            gateway: false,
         });
         assert!(text.contains("c.ServerApp.sock = \"/run/notebook/jupyter/jupyter.sock\"\n"));
         assert!(text.contains("c.ServerApp.disable_check_xsrf = False\n"));
@@ -389,6 +414,7 @@ mod tests {
             base_url: "/",
             root_dir: Path::new("/r\"x"),
             allow_root: true,
+            gateway: false,
         });
         assert!(
             classic.contains("c.NotebookApp.notebook_dir = \"/r\\\"x\"\n"),
@@ -399,6 +425,43 @@ mod tests {
             "c.LabServerApp.extra_labextensions_path = [\"/run/notebook/jupyter/labextensions\"]\n"
         ));
         assert!(!classic.contains("labextensions"));
+    }
+
+    #[test]
+    fn gateway_mode_loads_the_extension_and_holds_no_secret() {
+        for (dialect, key) in [
+            (
+                Dialect::ServerApp2,
+                "c.ServerApp.jpserver_extensions.update(",
+            ),
+            (
+                Dialect::NotebookApp,
+                "c.NotebookApp.nbserver_extensions.update(",
+            ),
+        ] {
+            let text = render(&JupyterConfig {
+                dialect,
+                dir: Path::new("/run/notebook/jupyter"),
+                socket: Path::new("/run/notebook/jupyter/jupyter.sock"),
+                base_url: "/",
+                root_dir: Path::new("/var/lib/notebook/notebooks"),
+                allow_root: false,
+                gateway: true,
+            });
+            assert!(
+                text.contains("sys.path.insert(0, \"/run/notebook/jupyter/python\")"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("{key}{{\"notebookd_gateway\": True}})")),
+                "{text}"
+            );
+            // The URL and token travel in the environment, not in this file.
+            assert!(!text.contains("Gateway"), "{text}");
+        }
+        let files = crate::jupyter::gateway::files();
+        assert_eq!(files[0].0, "python/notebookd_gateway.py");
+        assert!(files[0].1.contains("TCP_QUICKACK"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! SIGKILL to its process group and to anything it left behind (see [`reap`]).
 
 pub mod flavour;
+pub mod gateway;
 pub mod reap;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Config, Flavour};
 use flavour::{Installed, Resolved};
+use gateway::{GatewayHealth, GatewayPlan};
 
 /// How many of Jupyter's last output lines are kept for crash reports.
 const LAST_LINES: usize = 30;
@@ -57,6 +59,9 @@ pub struct LaunchPlan {
     pub runtime_dir: PathBuf,
     pub startup_timeout: Duration,
     pub stop_timeout: Duration,
+    /// Kernels on a gateway (`jupyter.gateway_url`); `None`: on this machine.
+    /// Boxed: a plan travels in channel messages, most of them without a gateway.
+    pub gateway: Option<Box<GatewayPlan>>,
 }
 
 impl LaunchPlan {
@@ -71,6 +76,7 @@ impl LaunchPlan {
             runtime_dir: c.server.runtime_dir.path().to_owned(),
             startup_timeout: c.jupyter.startup_timeout.get(),
             stop_timeout: c.jupyter.stop_timeout.get(),
+            gateway: GatewayPlan::from_config(c).map(Box::new),
         }
     }
 
@@ -125,6 +131,8 @@ pub struct JupyterStatus {
     /// The socket the proxy connects to.
     #[serde(skip)]
     pub socket: PathBuf,
+    /// The kernel gateway's health; `None` when kernels run on this machine.
+    pub gateway: Option<GatewayHealth>,
 }
 
 enum Request {
@@ -138,6 +146,9 @@ pub struct Supervisor {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<JupyterStatus>,
     heartbeat: Arc<Mutex<Instant>>,
+    /// A digest of the gateway token the running Jupyter got, so that a
+    /// reload notices a new token in an unchanged config.
+    launched_token: Arc<Mutex<Option<gateway::TokenDigest>>>,
 }
 
 impl Supervisor {
@@ -155,9 +166,12 @@ impl Supervisor {
             last_error: None,
             ready_since: None,
             socket: plan.socket(),
+            gateway: plan.gateway.as_ref().map(|_| GatewayHealth::unknown()),
         });
         let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        let launched_token = Arc::new(Mutex::new(None));
         let task = Task {
+            launched_token: launched_token.clone(),
             plan,
             requests: req_rx,
             status: status_tx,
@@ -171,6 +185,7 @@ impl Supervisor {
             requests: req_tx,
             status: status_rx,
             heartbeat,
+            launched_token,
         }
     }
 
@@ -183,6 +198,20 @@ impl Supervisor {
         self.heartbeat
             .lock()
             .map_or_else(|_| Instant::now(), |h| *h)
+    }
+
+    /// Whether the gateway token file now holds another token than the one
+    /// the running Jupyter was given (`false` if it cannot be read: starting
+    /// Jupyter would fail on it the same way).
+    pub fn gateway_token_changed(&self, plan: &LaunchPlan) -> bool {
+        let Some(file) = plan.gateway.as_ref().and_then(|g| g.token_file.as_ref()) else {
+            return false;
+        };
+        let Ok(token) = gateway::read_token(file) else {
+            return false;
+        };
+        let launched = self.launched_token.lock().map(|t| *t).unwrap_or(None);
+        launched != Some(gateway::TokenDigest::of(&token))
     }
 
     /// Restarts Jupyter with a new plan.
@@ -200,6 +229,7 @@ impl Supervisor {
 }
 
 struct Task {
+    launched_token: Arc<Mutex<Option<gateway::TokenDigest>>>,
     plan: LaunchPlan,
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<JupyterStatus>,
@@ -356,7 +386,20 @@ impl Task {
                 "running Jupyter as root; the packaged service runs it as user notebook"
             );
         }
-        for (rel, text) in flavour::frontend::files(resolved.dialect) {
+        let gateway_env = match &self.plan.gateway {
+            Some(g) => g.env()?,
+            None => BTreeMap::new(),
+        };
+        if let Ok(mut t) = self.launched_token.lock() {
+            *t = gateway_env
+                .get("JUPYTER_GATEWAY_AUTH_TOKEN")
+                .map(|token| gateway::TokenDigest::of(token));
+        }
+        let mut files = flavour::frontend::files(resolved.dialect);
+        if self.plan.gateway.is_some() {
+            files.extend(gateway::files());
+        }
+        for (rel, text) in files {
             let path = dir.join(rel);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
@@ -372,6 +415,7 @@ impl Task {
             base_url: &self.plan.base_url,
             root_dir: &self.plan.root_dir,
             allow_root,
+            gateway: self.plan.gateway.is_some(),
         });
         let config_path = dir.join("jupyter_notebookd_config.py");
         std::fs::write(&config_path, config_text)
@@ -384,6 +428,8 @@ impl Task {
             .env("JUPYTER_RUNTIME_DIR", &runtime)
             .env("PYTHONUNBUFFERED", "1")
             .envs(&self.plan.env)
+            // After jupyter.env: the gateway keys are the ones that say where kernels run.
+            .envs(&gateway_env)
             .current_dir(&self.plan.root_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -516,6 +562,7 @@ impl Task {
                         });
                         tracing::info!("Jupyter is ready");
                         (self.status_line)("ready");
+                        self.check_gateway(&socket).await;
                         break;
                     }
                 }
@@ -534,7 +581,10 @@ impl Task {
                 _ = recv_signal(&mut sigchld) => reap::reap_zombies(),
                 _ = every.tick() => {
                     match probe(&socket, &api).await {
-                        Ok(_) => failures = 0,
+                        Ok(_) => {
+                            failures = 0;
+                            self.check_gateway(&socket).await;
+                        }
                         Err(e) => {
                             failures += 1;
                             tracing::warn!("Jupyter did not answer a health check ({failures}/{LIVENESS_FAILURES}): {e}");
@@ -546,6 +596,28 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Asks Jupyter for the kernel specs, which it fetches from the gateway,
+    /// and records what that says about the gateway; logs changes.
+    async fn check_gateway(&self, socket: &Path) {
+        if self.plan.gateway.is_none() {
+            return;
+        }
+        let path = format!("{}api/kernelspecs", self.plan.base_url);
+        let health = match probe_status(socket, &path).await {
+            Ok(status) => GatewayHealth::from_answer(status),
+            Err(_) => GatewayHealth::unreachable(),
+        };
+        let before = self.status.borrow().gateway.clone();
+        if before.as_ref() != Some(&health) {
+            if health.is_ok() {
+                tracing::info!("{}", health.message);
+            } else {
+                tracing::warn!("{}", health.message);
+            }
+        }
+        self.status.send_modify(|s| s.gateway = Some(health));
     }
 
     /// Stops the child: politely first when `gentle`, then by force; then its leftovers.
@@ -676,6 +748,33 @@ pub async fn probe(socket: &Path, path: &str) -> Result<Option<String>, String> 
             .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
         Ok(version)
     };
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
+}
+
+/// `GET path` over the unix socket; the answer's status code, whatever it is.
+pub async fn probe_status(socket: &Path, path: &str) -> Result<u16, String> {
+    let attempt = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        // Read the body so the connection ends cleanly on Jupyter's side.
+        let _ = resp.into_body().collect().await;
+        Ok(status)
+    };
+    // jupyter_server waits up to gateway_request_timeout for the gateway;
+    // a health check that long would hold up liveness probes.
     tokio::time::timeout(PROBE_TIMEOUT, attempt)
         .await
         .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
