@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod config;
+mod dev_run;
 mod front_door;
 mod layout;
 mod nbctl;
