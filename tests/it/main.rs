@@ -15,6 +15,7 @@ mod nbctl;
 mod nginx;
 mod package;
 mod passwords;
+mod plain_http;
 mod proxy;
 mod sd_notify;
 mod supervise;
