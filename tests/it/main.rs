@@ -17,6 +17,7 @@ mod package;
 mod passwords;
 mod plain_http;
 mod proxy;
+mod quiet_logs;
 mod sd_notify;
 mod supervise;
 mod supervisord;
