@@ -133,6 +133,9 @@ pub struct PasswdArgs {
     /// Accept an empty password.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Accept a password shorter than 8 characters or one of the most common ones.
+    #[arg(long)]
+    pub allow_weak: bool,
     #[command(flatten)]
     pub reload: ReloadFlag,
 }
