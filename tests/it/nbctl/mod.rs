@@ -6,6 +6,7 @@ mod cert;
 mod config;
 mod docs;
 mod embed;
+mod hints;
 mod passwd;
 mod status;
 

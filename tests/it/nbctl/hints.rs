@@ -1,0 +1,82 @@
+//! nbctl's errors as an administrator meets them: each says what is wrong
+//! and how to fix it, in the form the caller asked for.
+
+use super::{nbctl, open_dir, scratch_config, shipped_config};
+
+#[test]
+fn status_json_when_down_is_json() {
+    let dir = open_dir();
+    let config = scratch_config(dir.path(), "");
+    let out = nbctl(&config, &["status", "--json"]);
+    out.expect(3, &["not running"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| {
+        panic!("no JSON on stdout ({e}):\n{}", out.text());
+    });
+    assert_eq!(v["running"], false, "{v}");
+    assert!(
+        v["control_socket"]
+            .as_str()
+            .unwrap()
+            .ends_with("run/control.sock"),
+        "{v}"
+    );
+
+    // A `./dev run` config: the hint is `./dev run`, not systemctl.
+    let dev = dir.path().join(".dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    let dev_config = scratch_config(&dev, "");
+    let out = nbctl(&dev_config, &["status"]);
+    out.expect(3, &["not running", "./dev run"]);
+    assert!(!out.text().contains("systemctl"), "{}", out.text());
+    nbctl(&dev_config, &["reload"]).expect(1, &["./dev run"]);
+}
+
+#[test]
+fn config_mistakes_name_their_fix() {
+    let dir = open_dir();
+    let config = scratch_config(dir.path(), "\n[auth]\nsession_lifetime = 1d\n");
+    nbctl(&config, &["config", "check"]).expect(
+        1,
+        &[
+            "notebook.toml:11:",
+            "durations are strings: session_lifetime = \"1d\"",
+        ],
+    );
+    let config = scratch_config(dir.path(), "\n[auth]\nsesion_lifetime = \"1d\"\n");
+    nbctl(&config, &["config", "check"]).expect(1, &["did you mean `session_lifetime`?"]);
+    // The same did-you-mean as `config set`.
+    let (_dir, shipped) = shipped_config();
+    nbctl(&shipped, &["config", "set", "auth.sesion_lifetime", "1d"])
+        .expect(2, &["did you mean `auth.session_lifetime`?"]);
+    // An idle timeout that can never apply.
+    nbctl(
+        &shipped,
+        &["config", "set", "auth.session_idle_timeout", "30d"],
+    )
+    .expect(
+        2,
+        &[
+            "auth.session_idle_timeout",
+            "longer than auth.session_lifetime (7d)",
+        ],
+    );
+}
+
+#[test]
+fn embed_origins_as_copied_from_the_address_bar() {
+    let (_dir, config) = shipped_config();
+    nbctl(&config, &["embed", "allow", "javascript:alert(1)"])
+        .expect(2, &["has the scheme javascript:", "https://"]);
+    nbctl(&config, &["embed", "allow", "https://my.example.com/"]).expect(0, &[]);
+    nbctl(
+        &config,
+        &["embed", "allow", "https://other.example.com:443"],
+    )
+    .expect(0, &[]);
+    nbctl(&config, &["embed", "allow", "https://my.example.com"]).expect(0, &["already allowed"]);
+    let out = nbctl(&config, &["embed", "list"]);
+    assert_eq!(
+        out.stdout,
+        "https://my.example.com\nhttps://other.example.com\n"
+    );
+}
