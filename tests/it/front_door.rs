@@ -363,6 +363,14 @@ async fn brute_force_gets_429_with_retry_after() {
         .unwrap()
         .parse()
         .unwrap();
+    // The page tells the same wait as the header.
+    let page = r.text().await.unwrap();
+    let words = if wait == 1 {
+        "1 second".to_string()
+    } else {
+        format!("{wait} seconds")
+    };
+    assert!(page.contains(&format!("try again in {words}.")), "{page}");
     tokio::time::sleep(Duration::from_secs(wait) + Duration::from_millis(300)).await;
     let r = attempt(PASSWORD).await;
     assert_eq!(
