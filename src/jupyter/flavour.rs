@@ -276,6 +276,8 @@ pub struct JupyterConfig<'a> {
     pub base_url: &'a str,
     pub root_dir: &'a Path,
     pub allow_root: bool,
+    /// notebookd's config file, where the reader of this file should look.
+    pub notebookd_config: &'a Path,
 }
 
 fn py_str(s: &str) -> String {
@@ -289,10 +291,11 @@ pub fn render(cfg: &JupyterConfig) -> String {
         Dialect::NotebookApp => "NotebookApp",
         Dialect::ServerApp1 | Dialect::ServerApp2 => "ServerApp",
     };
-    let mut out = String::from(
+    let mut out = format!(
         "# Written by notebookd at each start of Jupyter; changes here are lost.\n\
-         # Configure notebookd instead: /etc/notebook/notebook.toml (`nbctl config`).\n\
+         # Configure notebookd instead: {} (`nbctl config`).\n\
          c = get_config()  # noqa: F821\n",
+        cfg.notebookd_config.display()
     );
     let mut set = |key: &str, value: String| {
         let _ = writeln!(out, "c.{key} = {value}");
@@ -377,7 +380,13 @@ mod tests {
             base_url: "/nb/",
             root_dir: Path::new("/var/lib/notebook/notebooks"),
             allow_root: false,
+            notebookd_config: Path::new("/srv/nb/notebook.toml"),
         });
+        assert!(
+            text.contains(
+                "# Configure notebookd instead: /srv/nb/notebook.toml (`nbctl config`).\n"
+            )
+        );
         assert!(text.contains("c.ServerApp.sock = \"/run/notebook/jupyter/jupyter.sock\"\n"));
         assert!(text.contains("c.ServerApp.disable_check_xsrf = False\n"));
         assert!(text.contains("c.IdentityProvider.token = \"\"\n"));
@@ -389,6 +398,7 @@ mod tests {
             base_url: "/",
             root_dir: Path::new("/r\"x"),
             allow_root: true,
+            notebookd_config: Path::new("/etc/notebook/notebook.toml"),
         });
         assert!(
             classic.contains("c.NotebookApp.notebook_dir = \"/r\\\"x\"\n"),

@@ -45,6 +45,21 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Readiness this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
+/// The config file notebookd runs with, named in the Jupyter config it
+/// writes; set once at start ([`set_notebookd_config`]).
+static NOTEBOOKD_CONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Records the config file this process runs with (the first call wins).
+pub fn set_notebookd_config(path: &Path) {
+    let _ = NOTEBOOKD_CONFIG.set(path.to_owned());
+}
+
+fn notebookd_config() -> &'static Path {
+    NOTEBOOKD_CONFIG
+        .get()
+        .map_or(Path::new("/etc/notebook/notebook.toml"), PathBuf::as_path)
+}
+
 /// Everything the child's launch depends on; a reload that changes it restarts Jupyter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchPlan {
@@ -373,6 +388,7 @@ impl Task {
             base_url: &self.plan.base_url,
             root_dir: &self.plan.root_dir,
             allow_root,
+            notebookd_config: notebookd_config(),
         });
         let config_path = dir.join("jupyter_notebookd_config.py");
         std::fs::write(&config_path, config_text)
@@ -385,6 +401,7 @@ impl Task {
             .env("JUPYTER_RUNTIME_DIR", &runtime)
             .env("PYTHONUNBUFFERED", "1")
             .envs(&self.plan.env)
+            .envs(venv_first_on_path(&self.plan).map(|p| ("PATH", p)))
             .current_dir(&self.plan.root_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -645,6 +662,32 @@ async fn forward_output(
             l.push_back(line);
         }
     }
+}
+
+/// `PATH` for the child when `jupyter.command` lives in a venv's `bin`:
+/// that `bin` first, so that `python` and `pip` in a notebook's terminal
+/// and `!pip install` in a cell are the kernel's, not the system's.
+fn venv_first_on_path(plan: &LaunchPlan) -> Option<std::ffi::OsString> {
+    let bin = Path::new(&plan.command).parent()?;
+    let is_venv = bin.is_absolute()
+        && bin.join("python").exists()
+        && bin.parent().is_some_and(|v| v.join("pyvenv.cfg").exists());
+    if !is_venv {
+        return None;
+    }
+    let inherited = plan
+        .env
+        .get("PATH")
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    if std::env::split_paths(&inherited).next().as_deref() == Some(bin) {
+        return None;
+    }
+    std::env::join_paths(
+        std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&inherited)),
+    )
+    .ok()
 }
 
 /// The level at which a line of Jupyter's output enters notebookd's log.

@@ -10,6 +10,7 @@ mod browser;
 mod config;
 mod dev_run;
 mod front_door;
+mod jupyter_child;
 mod layout;
 mod nbctl;
 mod nginx;
