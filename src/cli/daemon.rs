@@ -246,6 +246,11 @@ pub fn reload(config_path: &Path) -> Result<(), CliError> {
     }
 }
 
+/// Whether a notebookd answers on the control socket in `runtime_dir`.
+pub fn is_running(runtime_dir: &Path) -> bool {
+    ask(runtime_dir, "status", STATUS_TIMEOUT).is_ok()
+}
+
 /// How to start the notebookd of `config_path`, for what runs it here:
 /// `./dev run` for a clone's `.dev/` config, the unit where systemd runs
 /// and the package installed it, supervisord's program where it has one;

@@ -80,3 +80,63 @@ fn embed_origins_as_copied_from_the_address_bar() {
         "https://my.example.com\nhttps://other.example.com\n"
     );
 }
+
+/// A change that restarts Jupyter ends every running kernel: nbctl says so
+/// before writing and goes ahead only with --restart-jupyter; a root_dir
+/// that does not exist is refused unless --create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_that_restart_jupyter_need_consent() {
+    let n = crate::support::Notebookd::start();
+    let config = n.config_path();
+    let before = std::fs::read_to_string(&config).unwrap();
+    let missing = n.dir.path().join("new-notebooks");
+    let run = {
+        let config = config.clone();
+        move |args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nbctl(&config, &args)
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let r = run.clone();
+    let a = args(&["config", "set", "jupyter.startup_timeout", "100s"]);
+    let out = tokio::task::spawn_blocking(move || r(a)).await.unwrap();
+    out.expect(
+        2,
+        &[
+            "restarts the running Jupyter",
+            "ends every running kernel",
+            "--restart-jupyter",
+            "nothing changed",
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
+    let dir = missing.display().to_string();
+    let r = run.clone();
+    let a = args(&[
+        "config",
+        "set",
+        "jupyter.root_dir",
+        &dir,
+        "--restart-jupyter",
+    ]);
+    let out = tokio::task::spawn_blocking(move || r(a)).await.unwrap();
+    out.expect(2, &["does not exist", "--create", "nothing changed"]);
+    assert!(!missing.exists());
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
+    let r = run.clone();
+    let a = args(&[
+        "config",
+        "set",
+        "jupyter.root_dir",
+        &dir,
+        "--create",
+        "--restart-jupyter",
+    ]);
+    let out = tokio::task::spawn_blocking(move || r(a)).await.unwrap();
+    out.expect(0, &["created", "notebookd reloaded"]);
+    assert!(missing.is_dir());
+    n.wait_log("Jupyter is ready", std::time::Duration::from_secs(90));
+}
