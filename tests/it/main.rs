@@ -10,6 +10,7 @@ mod browser;
 mod config;
 mod dev_run;
 mod front_door;
+mod hsts;
 mod jupyter_child;
 mod layout;
 mod nbctl;
