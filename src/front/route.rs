@@ -107,6 +107,14 @@ async fn route(
             );
             return Reply::Own(resp);
         }
+        "_notebookd/static/favicon.svg" | "favicon.ico" => {
+            let mut resp = respond(StatusCode::OK, "image/svg+xml", pages::FAVICON);
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            );
+            return Reply::Own(resp);
+        }
         _ => {}
     }
     let Some(keys) = &settings.keys else {

@@ -9,6 +9,7 @@ mod support;
 mod browser;
 mod config;
 mod dev_run;
+mod favicon;
 mod front_door;
 mod hsts;
 mod jupyter_child;
