@@ -345,6 +345,11 @@ pub fn render(cfg: &JupyterConfig) -> String {
                 py_str(&cfg.dir.join(frontend::LABEXTENSIONS).display().to_string())
             ),
         );
+        // JupyterLab greets every new user with a "get notified about
+        // official Jupyter news?" popup and then fetches a feed from the
+        // internet. An admin who wants it back passes
+        // `--LabApp.news_url=URL` in jupyter.args (arguments win over this file).
+        set("LabApp.news_url", "None".into());
     }
     out
 }
@@ -390,6 +395,7 @@ mod tests {
         assert!(text.contains("c.ServerApp.sock = \"/run/notebook/jupyter/jupyter.sock\"\n"));
         assert!(text.contains("c.ServerApp.disable_check_xsrf = False\n"));
         assert!(text.contains("c.IdentityProvider.token = \"\"\n"));
+        assert!(text.contains("c.LabApp.news_url = None\n"));
         assert!(!text.contains("allow_root"));
         let classic = render(&JupyterConfig {
             dialect: Dialect::NotebookApp,

@@ -1,6 +1,6 @@
 //! What a notebook user finds in the Jupyter child's environment.
 
-use crate::support::{Notebookd, rustls_client, venv};
+use crate::support::{Notebookd, Options, rustls_client, venv};
 
 /// With `jupyter.command` in a venv, that venv's `bin` comes first on PATH:
 /// `python` and `pip` in a terminal or a `!pip` cell are the kernel's.
@@ -53,4 +53,23 @@ async fn the_tutorials_stack_imports() {
         )
         .await;
     assert_eq!(run.stdout.trim(), "0.5 3", "{run:?}");
+}
+
+/// JupyterLab does not ask every new user about Jupyter news (nor fetch
+/// the feed): its page config says the news are disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupyterlab_news_are_off() {
+    let n = Notebookd::start_with(Options {
+        settings: vec![("jupyter", "flavour = \"lab\"".into())],
+        ..Options::default()
+    });
+    let b = n.logged_in().await;
+    let page = b.get_page("lab").await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let compact: String = html.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(
+        compact.contains("\"news\":{\"disabled\":true}"),
+        "no disabled news in the page config:\n{html}"
+    );
 }
