@@ -252,6 +252,9 @@ impl Config {
         config
             .validate()
             .map_err(|(key, message)| ConfigError::at_key(path, text, key, message))?;
+        config
+            .validate_written(text)
+            .map_err(|(key, message)| ConfigError::at_key(path, text, key, message))?;
         Ok(config)
     }
 
@@ -381,6 +384,23 @@ impl Config {
         }
         Ok(())
     }
+
+    /// Checks of what the file says itself, not of defaults it leaves out:
+    /// a shorter `session_lifetime` alone is fine (sessions then end at
+    /// their lifetime), an idle timeout written longer than the lifetime is
+    /// a mistake (it can never apply).
+    fn validate_written(&self, text: &str) -> Result<(), (&'static str, String)> {
+        let (idle, lifetime) = (self.auth.session_idle_timeout, self.auth.session_lifetime);
+        if idle.get() > lifetime.get() && key_span(text, "auth.session_idle_timeout").is_some() {
+            return Err((
+                "auth.session_idle_timeout",
+                format!(
+                    "{idle} is longer than auth.session_lifetime ({lifetime}), so it never applies: make it shorter than {lifetime}, or remove it"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why `url` cannot be a `jupyter.gateway_url`, if it cannot.
@@ -415,6 +435,44 @@ pub fn gateway_url_problem(url: &str) -> Option<String> {
         return Some(format!("{url:?} has a query or fragment; {FORMS}"));
     }
     None
+}
+
+/// The candidate closest to `word` (a mistyped key), if one is close enough
+/// to be what was meant. Shared by the config loader and `nbctl config`.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|k| (strsim::jaro_winkler(k, word), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+/// What to add to a TOML error so that it says how to fix it: a
+/// did-you-mean for an unknown key, quotes for an unquoted duration or word.
+fn toml_hint(text: &str, offset: usize, message: &str) -> Option<String> {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (unknown, rest) = rest.split_once('`')?;
+        let expected = rest.split('`').skip(1).step_by(2);
+        return closest(unknown, expected).map(|k| format!("did you mean `{k}`?"));
+    }
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let (key, value) = line.split_once('=')?;
+    let value = value.split('#').next().unwrap_or("").trim();
+    let key = key.trim();
+    let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &value[digits.len()..];
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !unit.is_empty() {
+        return Some(format!("durations are strings: {key} = \"{value}\""));
+    }
+    let bare = !value.is_empty()
+        && !value.starts_with(['"', '\'', '[', '{'])
+        && !matches!(value, "true" | "false")
+        && value.parse::<f64>().is_err();
+    bare.then(|| format!("text values are quoted: {key} = \"{value}\""))
 }
 
 fn optional_password_hash<'de, D: Deserializer<'de>>(
@@ -479,9 +537,15 @@ impl ConfigError {
             .unwrap_or_default();
         ConfigError::Invalid {
             path: path.to_owned(),
-            location: span.map(|s| line_col(text, s.start)),
+            location: span.as_ref().map(|s| line_col(text, s.start)),
             key,
-            message: e.message().trim().to_string(),
+            message: {
+                let message = e.message().trim();
+                match toml_hint(text, span.map_or(0, |s| s.start), message) {
+                    Some(hint) => format!("{message}; {hint}"),
+                    None => message.to_string(),
+                }
+            },
         }
     }
 
@@ -900,11 +964,24 @@ impl FromStr for FrameAncestor {
         let bad = |why: &str| Err(format!("{s:?} {why}; {ORIGIN_FORMS}"));
         let lower = s.trim().to_ascii_lowercase();
         let Some((scheme, rest)) = lower.split_once("://") else {
-            return bad("has no scheme");
+            return match lower.split_once(':') {
+                Some((scheme, _))
+                    if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic()) =>
+                {
+                    bad(&format!(
+                        "has the scheme {scheme}:, which cannot embed a page; it must start with https:// or http://"
+                    ))
+                }
+                _ => bad("has no scheme"),
+            };
         };
         if scheme != "https" && scheme != "http" {
             return bad("must start with https:// or http://");
         }
+        // As copied from the address bar: one trailing slash, the default port.
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let default_port = if scheme == "https" { ":443" } else { ":80" };
+        let rest = rest.strip_suffix(default_port).unwrap_or(rest);
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
             _ => (rest, None),
@@ -935,7 +1012,7 @@ impl FromStr for FrameAncestor {
         if !host_ok {
             return bad("is not scheme://host[:port]");
         }
-        Ok(FrameAncestor(lower))
+        Ok(FrameAncestor(format!("{scheme}://{rest}")))
     }
 }
 
@@ -1061,6 +1138,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at least 1s"), "{err}");
+    }
+
+    #[test]
+    fn errors_say_how_to_fix_them() {
+        let err = parse("[auth]\nsession_lifetime = 1d\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("durations are strings: session_lifetime = \"1d\""),
+            "{err}"
+        );
+        let err = parse("[jupyter]\nflavour = lab\n").unwrap_err().to_string();
+        assert!(
+            err.contains("text values are quoted: flavour = \"lab\""),
+            "{err}"
+        );
+        let err = parse("[auth]\nsesion_lifetime = \"1d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `session_lifetime`?"), "{err}");
+        let err = parse("[auth]\nsession_lifetime = \"1d\"\nsession_idle_timeout = \"2d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.session_idle_timeout: 2d is longer than auth.session_lifetime (1d)"),
+            "{err}"
+        );
+        // A short lifetime alone is fine: the default idle timeout never applies.
+        parse("[auth]\nsession_lifetime = \"1h\"\n").unwrap();
+    }
+
+    #[test]
+    fn frame_ancestors_are_normalised() {
+        let fa = |s: &str| s.parse::<FrameAncestor>().map(|f| f.to_string());
+        assert_eq!(
+            fa("https://My.Example.com/").unwrap(),
+            "https://my.example.com"
+        );
+        assert_eq!(
+            fa("https://my.example.com:443").unwrap(),
+            "https://my.example.com"
+        );
+        assert_eq!(
+            fa("http://my.example.com:80/").unwrap(),
+            "http://my.example.com"
+        );
+        assert_eq!(
+            fa("https://my.example.com:8443").unwrap(),
+            "https://my.example.com:8443"
+        );
+        let err = fa("javascript:alert(1)").unwrap_err();
+        assert!(err.contains("has the scheme javascript:"), "{err}");
+        assert!(fa("my.example.com").unwrap_err().contains("has no scheme"));
+        assert!(fa("https://my.example.com/path").is_err());
+        assert!(fa("https://my.example.com//").is_err());
     }
 
     #[test]

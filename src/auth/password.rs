@@ -188,6 +188,84 @@ impl serde::Serialize for PasswordHash {
     }
 }
 
+/// The shortest password `nbctl passwd` accepts without `--allow-weak`.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// The most common passwords of at least [`MIN_PASSWORD_CHARS`] characters
+/// (from the published top-100 lists), plus this product's obvious ones:
+/// the first guesses of anyone who finds the login page.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "0123456789",
+    "87654321",
+    "11111111",
+    "00000000",
+    "12121212",
+    "123123123",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty12",
+    "1q2w3e4r",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "asdfghjkl",
+    "asdf1234",
+    "abcd1234",
+    "abc12345",
+    "abcdefgh",
+    "iloveyou",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "superman",
+    "starwars",
+    "whatever",
+    "welcome1",
+    "welcome123",
+    "letmein1",
+    "trustno1",
+    "changeme",
+    "mypassword",
+    "secret123",
+    "administrator",
+    "admin123",
+    "admin1234",
+    "rootroot",
+    "jupyter1",
+    "jupyter123",
+    "notebook",
+    "notebook1",
+    "notebook123",
+    "ipython1",
+];
+
+/// Why `password` is too weak to be the login of a door to code execution,
+/// or `None`: shorter than [`MIN_PASSWORD_CHARS`] characters, or one of the
+/// most common passwords (case does not matter).
+pub fn weakness(password: &str) -> Option<String> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Some(format!(
+            "it has {chars} character(s), fewer than {MIN_PASSWORD_CHARS}"
+        ));
+    }
+    let lower = password.to_lowercase();
+    if COMMON_PASSWORDS.contains(&lower.as_str()) {
+        return Some("it is one of the most common passwords, the first ones guessed".into());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +303,14 @@ mod tests {
                 .parse::<PasswordHash>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn weak_passwords_are_named() {
+        assert!(weakness("abc").unwrap().contains("3 character(s)"));
+        assert!(weakness("Password1").unwrap().contains("most common"));
+        assert!(weakness("ünïcödé").is_some(), "7 characters, more bytes");
+        assert_eq!(weakness("correct horse"), None);
+        assert_eq!(weakness("ünïcödé!"), None);
     }
 }

@@ -115,6 +115,14 @@ pub struct ReloadFlag {
     pub no_reload: bool,
 }
 
+/// Whether a change may restart the running Jupyter (and end its kernels).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RestartJupyterFlag {
+    /// Go ahead when the change restarts the running Jupyter, which ends every running kernel (asked on a terminal otherwise).
+    #[arg(long)]
+    pub restart_jupyter: bool,
+}
+
 /// Sets the login password.
 ///
 /// Prompts twice for the new password without echoing it (or reads it from
@@ -133,6 +141,9 @@ pub struct PasswdArgs {
     /// Accept an empty password.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Accept a password shorter than 8 characters or one of the most common ones.
+    #[arg(long)]
+    pub allow_weak: bool,
     #[command(flatten)]
     pub reload: ReloadFlag,
 }
@@ -290,6 +301,11 @@ pub enum ConfigCommand {
         values: Vec<String>,
         #[command(flatten)]
         reload: ReloadFlag,
+        #[command(flatten)]
+        restart: RestartJupyterFlag,
+        /// With jupyter.root_dir: create the directory if it does not exist.
+        #[arg(long)]
+        create: bool,
     },
     /// Removes KEY from the file, so that its default applies.
     Unset {
@@ -298,6 +314,8 @@ pub enum ConfigCommand {
         key: String,
         #[command(flatten)]
         reload: ReloadFlag,
+        #[command(flatten)]
+        restart: RestartJupyterFlag,
     },
 }
 

@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use super::CliError;
-use super::args::ReloadFlag;
+use super::args::{ReloadFlag, RestartJupyterFlag};
 use super::edit::{ConfigFile, Key, Schema, value_from_args};
 use crate::config::Config;
+use crate::jupyter::LaunchPlan;
 
 const REDACTED: &str = "<redacted>";
 
@@ -79,7 +80,14 @@ pub fn get(path: &Path, key: &str) -> Result<(), CliError> {
 }
 
 /// `nbctl config set KEY VALUE...`.
-pub fn set(path: &Path, key: &str, words: &[String], reload: ReloadFlag) -> Result<(), CliError> {
+pub fn set(
+    path: &Path,
+    key: &str,
+    words: &[String],
+    reload: ReloadFlag,
+    restart: RestartJupyterFlag,
+    create: bool,
+) -> Result<(), CliError> {
     let key = Schema::new()?.resolve(key)?;
     let value = value_from_args(&key, words)?;
     let Key::Setting { path: names, .. } = &key else {
@@ -102,9 +110,78 @@ pub fn set(path: &Path, key: &str, words: &[String], reload: ReloadFlag) -> Resu
         );
         return Ok(());
     }
+    let root_dir = (dotted == "jupyter.root_dir")
+        .then(|| value.as_str().map(std::path::PathBuf::from))
+        .flatten();
+    if let Some(dir) = root_dir.as_deref().filter(|d| !d.is_dir()) {
+        if !create {
+            return Err(CliError::Usage(format!(
+                "jupyter.root_dir: {} does not exist; nothing changed (create it for the service's user, e.g. `sudo install -d -o notebook -g notebook {}`, or pass --create)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+    }
+    confirm_jupyter_restart(path, file.text(), &text, &dotted, reload, restart)?;
+    if let Some(dir) = root_dir.as_deref().filter(|d| !d.is_dir()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::Failed(format!(
+                "cannot create jupyter.root_dir {}: {e}; nothing changed",
+                dir.display()
+            ))
+        })?;
+        say!(
+            "created {} (make sure the service's user may write there)",
+            dir.display()
+        );
+    }
     let config = file.save(&text, &dotted)?;
     say!("{dotted} = {shown} in {}", path.display());
     apply(&config, &dotted, reload)
+}
+
+/// A change that restarts the running Jupyter ends every running kernel
+/// (and the unsaved state in them): said before anything is written, and
+/// done only with `--restart-jupyter` or a "yes" on a terminal.
+fn confirm_jupyter_restart(
+    path: &Path,
+    before: &str,
+    after: &str,
+    dotted: &str,
+    reload: ReloadFlag,
+    restart: RestartJupyterFlag,
+) -> Result<(), CliError> {
+    if reload.no_reload || restart.restart_jupyter {
+        return Ok(());
+    }
+    let (Ok(old), Ok(new)) = (Config::parse(path, before), Config::parse(path, after)) else {
+        // The save says what is wrong with the new file; an old file that
+        // does not load is not what a daemon runs.
+        return Ok(());
+    };
+    if LaunchPlan::from_config(&old) == LaunchPlan::from_config(&new)
+        || !super::daemon::is_running(&old.server.runtime_dir)
+    {
+        return Ok(());
+    }
+    let warning = format!(
+        "changing {dotted} restarts the running Jupyter, which ends every running kernel (their unsaved state is lost)"
+    );
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!("{warning}. Restart Jupyter now? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Ok(());
+        }
+        return Err(CliError::Failed(
+            "not restarting Jupyter; nothing changed".into(),
+        ));
+    }
+    Err(CliError::Usage(format!(
+        "{warning}; nothing changed (pass --restart-jupyter to go ahead, or --no-reload to change only the file)"
+    )))
 }
 
 /// Reloads the daemon, or says that this key needs a restart.
@@ -119,7 +196,12 @@ fn apply(config: &Config, dotted: &str, reload: ReloadFlag) -> Result<(), CliErr
 }
 
 /// `nbctl config unset KEY`.
-pub fn unset(path: &Path, key: &str, reload: ReloadFlag) -> Result<(), CliError> {
+pub fn unset(
+    path: &Path,
+    key: &str,
+    reload: ReloadFlag,
+    restart: RestartJupyterFlag,
+) -> Result<(), CliError> {
     let key = Schema::new()?.resolve(key)?;
     let Key::Setting { path: names, .. } = &key else {
         return Err(CliError::Usage(format!(
@@ -136,6 +218,7 @@ pub fn unset(path: &Path, key: &str, reload: ReloadFlag) -> Result<(), CliError>
         );
         return Ok(());
     };
+    confirm_jupyter_restart(path, file.text(), &text, &dotted, reload, restart)?;
     let config = file.save(&text, &dotted)?;
     let default = effective(&config)
         .ok()

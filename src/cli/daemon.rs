@@ -70,13 +70,27 @@ pub fn status(config_path: &Path, json: bool) -> Result<(), CliError> {
     let answer = match ask(&dir, "status", STATUS_TIMEOUT) {
         Ok(a) => a,
         Err(ControlError::NotRunning(socket)) => {
+            if json {
+                // Scripts get an answer in the form they asked for (and exit 3).
+                let down = serde_json::json!({
+                    "running": false,
+                    "control_socket": socket.display().to_string(),
+                    "config": config_path.display().to_string(),
+                });
+                super::emit(&down.to_string())?;
+            }
             return Err(CliError::NotRunning(format!(
-                "notebookd is not running (no control socket at {}); start it with `systemctl start notebook`",
-                socket.display()
+                "notebookd is not running (no control socket at {}); {}",
+                socket.display(),
+                how_to_start(config_path)
             )));
         }
         Err(e) => return Err(CliError::Failed(e.to_string())),
     };
+    let mut answer = answer;
+    if let Some(map) = answer.as_object_mut() {
+        map.insert("running".into(), Value::Bool(true));
+    }
     if answer["ok"] != Value::Bool(true) {
         return Err(CliError::Failed(format!(
             "notebookd answered with an error: {}",
@@ -231,9 +245,47 @@ pub fn reload(config_path: &Path) -> Result<(), CliError> {
             Ok(())
         }
         Reloaded::NotRunning => Err(CliError::Failed(format!(
-            "notebookd is not running (no control socket at {}); start it with `systemctl start notebook`",
-            control::socket_path(&dir).display()
+            "notebookd is not running (no control socket at {}); {}",
+            control::socket_path(&dir).display(),
+            how_to_start(config_path)
         ))),
+    }
+}
+
+/// Whether a notebookd answers on the control socket in `runtime_dir`.
+pub fn is_running(runtime_dir: &Path) -> bool {
+    ask(runtime_dir, "status", STATUS_TIMEOUT).is_ok()
+}
+
+/// How to start the notebookd of `config_path`, for what runs it here:
+/// `./dev run` for a clone's `.dev/` config, the unit where systemd runs
+/// and the package installed it, supervisord's program where it has one;
+/// all of them when nothing tells.
+pub fn how_to_start(config_path: &Path) -> String {
+    let dev = config_path.parent().and_then(Path::file_name) == Some(".dev".as_ref());
+    if dev {
+        return "start it with `./dev run` in the clone that holds this .dev/".into();
+    }
+    let exists = |p: &str| Path::new(p).exists();
+    let systemd = exists("/run/systemd/system")
+        && [
+            "/usr/lib/systemd/system/notebook.service",
+            "/etc/systemd/system/notebook.service",
+            "/lib/systemd/system/notebook.service",
+        ]
+        .into_iter()
+        .any(exists);
+    let supervisord = [
+        "/etc/supervisor/conf.d/notebook.conf",
+        "/etc/supervisord.d/notebook.ini",
+        "/etc/supervisord.d/notebook.conf",
+    ]
+    .into_iter()
+    .any(exists);
+    match (systemd, supervisord) {
+        (true, false) => "start it with `sudo systemctl start notebook`".into(),
+        (false, true) => "start it with `sudo supervisorctl start notebook`".into(),
+        _ => "start it with `sudo systemctl start notebook` (systemd) or `sudo supervisorctl start notebook` (supervisord), or run `notebookd --config PATH` in the foreground".into(),
     }
 }
 

@@ -141,14 +141,9 @@ impl Schema {
                 });
             }
         }
-        let best = self
-            .keys
-            .keys()
-            .map(|k| (strsim::jaro_winkler(k, dotted), k))
-            .filter(|(score, _)| *score > 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let best = crate::config::closest(dotted, self.keys.keys().map(String::as_str));
         let hint = match best {
-            Some((_, k)) => format!("did you mean `{k}`? "),
+            Some(k) => format!("did you mean `{k}`? "),
             None => String::new(),
         };
         Err(CliError::Usage(format!(

@@ -93,10 +93,14 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
             key,
             values,
             reload,
-        }) => config::set(path, &key, &values, reload),
-        NbctlCommand::Config(ConfigCommand::Unset { key, reload }) => {
-            config::unset(path, &key, reload)
-        }
+            restart,
+            create,
+        }) => config::set(path, &key, &values, reload, restart, create),
+        NbctlCommand::Config(ConfigCommand::Unset {
+            key,
+            reload,
+            restart,
+        }) => config::unset(path, &key, reload, restart),
         NbctlCommand::Status(a) => daemon::status(path, a.json),
         NbctlCommand::Reload(_) => daemon::reload(path),
     }

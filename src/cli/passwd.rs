@@ -30,6 +30,13 @@ pub fn run(config_path: &Path, args: &PasswdArgs) -> Result<(), CliError> {
             "empty password refused; nothing changed (pass --allow-empty if you really want anyone to log in with an empty password)".into(),
         ));
     }
+    if !(password.is_empty() || args.allow_weak) {
+        if let Some(why) = crate::auth::password::weakness(&password) {
+            return Err(CliError::Failed(format!(
+                "weak password refused: {why}; nothing changed (choose a longer, uncommon one, e.g. four random words, or pass --allow-weak)"
+            )));
+        }
+    }
     let hash = PasswordHash::generate(&password)
         .map_err(|e| CliError::Failed(format!("cannot hash the password: {e}")))?;
     let Some(file) = file else {

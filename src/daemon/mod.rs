@@ -71,6 +71,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
 
+    crate::jupyter::set_notebookd_config(
+        &std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_owned()),
+    );
     let supervisor = Supervisor::spawn(LaunchPlan::from_config(&config), systemd::status);
     let app = Arc::new(App::new(settings, supervisor.clone()));
     let (keeper, door) = DoorKeeper::new(config.limits.max_connections as usize);

@@ -92,6 +92,28 @@ impl HeaderPolicy {
     }
 }
 
+/// Whether `Strict-Transport-Security` does good for a request to `host`
+/// (the Host header): only for DNS names. For `localhost` and IP literals
+/// it protects nothing and would pin a developer's other servers on that
+/// name or address to https for the max-age.
+pub fn hsts_applies(host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    if host.starts_with('[') {
+        return false;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    !(name.is_empty()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::Ipv4Addr>().is_ok())
+}
+
 /// Puts `directive` as the only `frame-ancestors` of the response's CSP,
 /// keeping every other directive of every policy Jupyter sent.
 ///
@@ -440,5 +462,30 @@ mod tests {
         let c = session_cookie("v", "/", false, false, 60);
         let c = c.to_str().unwrap();
         assert!(c.contains("SameSite=Lax") && !c.contains("Secure"), "{c}");
+    }
+
+    #[test]
+    fn hsts_only_for_dns_names() {
+        let h = |s: &str| hsts_applies(Some(&HeaderValue::from_str(s).unwrap()));
+        for yes in [
+            "notebook.example.com",
+            "notebook.example.com:9999",
+            "nb.test.",
+        ] {
+            assert!(h(yes), "{yes}");
+        }
+        for no in [
+            "localhost",
+            "localhost:9999",
+            "LOCALHOST.",
+            "app.localhost:80",
+            "127.0.0.1:9999",
+            "10.0.0.1",
+            "[::1]:9999",
+            "[2001:db8::1]",
+        ] {
+            assert!(!h(no), "{no}");
+        }
+        assert!(!hsts_applies(None));
     }
 }

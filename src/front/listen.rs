@@ -205,7 +205,18 @@ async fn serve_connection(
 
     match &settings.tls {
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+            let arrived = std::time::Instant::now();
+            match super::plain_http::first_byte(&stream, header_timeout).await {
+                super::plain_http::FirstByte::Tls => {}
+                super::plain_http::FirstByte::PlainHttp => {
+                    super::plain_http::answer(app, stream, peer, header_timeout).await;
+                    return;
+                }
+                super::plain_http::FirstByte::Nothing => return,
+            }
+            // The wait for the first byte counts against the handshake's time.
+            let left = header_timeout.saturating_sub(arrived.elapsed());
+            let handshake = tokio::time::timeout(left, acceptor.accept(stream));
             let tls_stream = match handshake.await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

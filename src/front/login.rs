@@ -279,7 +279,10 @@ async fn post_login(
                 &next,
                 wait,
                 StatusCode::TOO_MANY_REQUESTS,
-                "Too many attempts; wait a moment before trying again.",
+                &format!(
+                    "Too many attempts; try again in {}.",
+                    wait_in_words(retry_after_secs(wait))
+                ),
             )
         }
         Verdict::Busy => too_many(
@@ -300,12 +303,25 @@ fn too_many(
     msg: &str,
 ) -> Response<Body> {
     let mut resp = html(status, pages::login(base, next, Some(msg)));
-    // Rounded up: a client that waits exactly this long is let in.
-    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let secs = retry_after_secs(wait);
     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
+}
+
+/// Whole seconds, rounded up: a client that waits exactly this long is let in.
+fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// "1 second", "40 seconds", "3 minutes" (rounded up), for the login page.
+fn wait_in_words(secs: u64) -> String {
+    match secs {
+        1 => "1 second".into(),
+        0..120 => format!("{secs} seconds"),
+        _ => format!("{} minutes", secs.div_ceil(60)),
+    }
 }
 
 /// `{base_url}logout`: ends the session (also for a replayed copy of its cookie).

@@ -1,7 +1,8 @@
 //! The HTTP edge, in the order a request meets it: [`listen`] (bind,
 //! accept, connection slots), [`tls`], [`limits`] (clocks and sizes),
 //! [`route`] (request-target checks and the routing table), [`login`],
-//! [`headers`], [`pages`], [`proxy`]. This file holds what they share: the
+//! [`headers`], [`pages`], [`proxy`]; [`plain_http`] answers
+//! `http://` sent to a TLS port. This file holds what they share: the
 //! [`App`] state, the reloadable [`Settings`], a client connection, and the
 //! helpers that make notebookd's own responses.
 //!
@@ -15,6 +16,7 @@ pub mod limits;
 pub mod listen;
 pub mod login;
 pub mod pages;
+pub mod plain_http;
 pub mod proxy;
 pub mod route;
 pub mod target;

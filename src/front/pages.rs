@@ -7,6 +7,11 @@ use std::fmt::Write;
 /// The stylesheet of notebookd's own pages, served at `{base_url}_notebookd/static/notebookd.css`.
 pub const STYLESHEET: &str = include_str!("pages/notebookd.css");
 
+/// notebookd's icon, served at `{base_url}_notebookd/static/favicon.svg`
+/// (linked from its pages) and at `{base_url}favicon.ico` to anyone, so a
+/// browser's guess at an icon never meets a login wall.
+pub const FAVICON: &str = include_str!("pages/favicon.svg");
+
 /// Escapes text for HTML element content and double-quoted attributes.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -32,6 +37,7 @@ fn layout(base_url: &str, title: &str, body: &str) -> String {
          <meta name=\"robots\" content=\"noindex\">\n\
          <title>{title}</title>\n\
          <link rel=\"stylesheet\" href=\"{base}_notebookd/static/notebookd.css\">\n\
+         <link rel=\"icon\" type=\"image/svg+xml\" href=\"{base}_notebookd/static/favicon.svg\">\n\
          </head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n",
         title = escape(title),
         base = escape(base_url),

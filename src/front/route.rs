@@ -37,7 +37,8 @@ fn error_page(settings: &Settings, status: StatusCode, detail: &str) -> Response
 pub async fn handle(app: Arc<App>, conn: &ClientConn, req: Request<Incoming>) -> Response<Body> {
     let settings = app.settings();
     let client = ClientInfo::new(&conn.peer, &req, &settings.config);
-    match route(&app, &settings, &client, &conn.upstream, req).await {
+    let hsts = super::headers::hsts_applies(req.headers().get(header::HOST));
+    let mut resp = match route(&app, &settings, &client, &conn.upstream, req).await {
         Reply::Own(mut resp) => {
             settings.headers.own_page(resp.headers_mut(), client.https);
             resp
@@ -46,7 +47,11 @@ pub async fn handle(app: Arc<App>, conn: &ClientConn, req: Request<Incoming>) ->
             settings.headers.proxied(resp.headers_mut(), client.https);
             resp
         }
+    };
+    if !hsts {
+        resp.headers_mut().remove(header::STRICT_TRANSPORT_SECURITY);
     }
+    resp
 }
 
 async fn route(
@@ -99,6 +104,14 @@ async fn route(
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=3600"),
+            );
+            return Reply::Own(resp);
+        }
+        "_notebookd/static/favicon.svg" | "favicon.ico" => {
+            let mut resp = respond(StatusCode::OK, "image/svg+xml", pages::FAVICON);
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
             );
             return Reply::Own(resp);
         }

@@ -278,6 +278,8 @@ pub struct JupyterConfig<'a> {
     pub allow_root: bool,
     /// Kernels run on a gateway: load notebookd's gateway extension.
     pub gateway: bool,
+    /// notebookd's config file, where the reader of this file should look.
+    pub notebookd_config: &'a Path,
 }
 
 fn py_str(s: &str) -> String {
@@ -291,10 +293,11 @@ pub fn render(cfg: &JupyterConfig) -> String {
         Dialect::NotebookApp => "NotebookApp",
         Dialect::ServerApp1 | Dialect::ServerApp2 => "ServerApp",
     };
-    let mut out = String::from(
+    let mut out = format!(
         "# Written by notebookd at each start of Jupyter; changes here are lost.\n\
-         # Configure notebookd instead: /etc/notebook/notebook.toml (`nbctl config`).\n\
+         # Configure notebookd instead: {} (`nbctl config`).\n\
          c = get_config()  # noqa: F821\n",
+        cfg.notebookd_config.display()
     );
     let mut set = |key: &str, value: String| {
         let _ = writeln!(out, "c.{key} = {value}");
@@ -344,6 +347,11 @@ pub fn render(cfg: &JupyterConfig) -> String {
                 py_str(&cfg.dir.join(frontend::LABEXTENSIONS).display().to_string())
             ),
         );
+        // JupyterLab greets every new user with a "get notified about
+        // official Jupyter news?" popup and then fetches a feed from the
+        // internet. An admin who wants it back passes
+        // `--LabApp.news_url=URL` in jupyter.args (arguments win over this file).
+        set("LabApp.news_url", "None".into());
     }
     if cfg.gateway {
         render_gateway(&mut out, cfg);
@@ -402,10 +410,17 @@ mod tests {
             root_dir: Path::new("/var/lib/notebook/notebooks"),
             allow_root: false,
             gateway: false,
+            notebookd_config: Path::new("/srv/nb/notebook.toml"),
         });
+        assert!(
+            text.contains(
+                "# Configure notebookd instead: /srv/nb/notebook.toml (`nbctl config`).\n"
+            )
+        );
         assert!(text.contains("c.ServerApp.sock = \"/run/notebook/jupyter/jupyter.sock\"\n"));
         assert!(text.contains("c.ServerApp.disable_check_xsrf = False\n"));
         assert!(text.contains("c.IdentityProvider.token = \"\"\n"));
+        assert!(text.contains("c.LabApp.news_url = None\n"));
         assert!(!text.contains("allow_root"));
         let classic = render(&JupyterConfig {
             dialect: Dialect::NotebookApp,
@@ -415,6 +430,7 @@ mod tests {
             root_dir: Path::new("/r\"x"),
             allow_root: true,
             gateway: false,
+            notebookd_config: Path::new("/etc/notebook/notebook.toml"),
         });
         assert!(
             classic.contains("c.NotebookApp.notebook_dir = \"/r\\\"x\"\n"),
@@ -447,6 +463,7 @@ mod tests {
                 root_dir: Path::new("/var/lib/notebook/notebooks"),
                 allow_root: false,
                 gateway: true,
+                notebookd_config: Path::new("/etc/notebook/notebook.toml"),
             });
             assert!(
                 text.contains("sys.path.insert(0, \"/run/notebook/jupyter/python\")"),

@@ -47,6 +47,21 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Readiness this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
+/// The config file notebookd runs with, named in the Jupyter config it
+/// writes; set once at start ([`set_notebookd_config`]).
+static NOTEBOOKD_CONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Records the config file this process runs with (the first call wins).
+pub fn set_notebookd_config(path: &Path) {
+    let _ = NOTEBOOKD_CONFIG.set(path.to_owned());
+}
+
+fn notebookd_config() -> &'static Path {
+    NOTEBOOKD_CONFIG
+        .get()
+        .map_or(Path::new("/etc/notebook/notebook.toml"), PathBuf::as_path)
+}
+
 /// Everything the child's launch depends on; a reload that changes it restarts Jupyter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchPlan {
@@ -382,7 +397,8 @@ impl Task {
             .map_err(|e| format!("cannot prepare {}: {e}", runtime.display()))?;
         let allow_root = nix::unistd::geteuid().is_root();
         if allow_root {
-            tracing::warn!(
+            // Said, not warned: a normal `./dev run` runs as root.
+            tracing::info!(
                 "running Jupyter as root; the packaged service runs it as user notebook"
             );
         }
@@ -416,6 +432,7 @@ impl Task {
             root_dir: &self.plan.root_dir,
             allow_root,
             gateway: self.plan.gateway.is_some(),
+            notebookd_config: notebookd_config(),
         });
         let config_path = dir.join("jupyter_notebookd_config.py");
         std::fs::write(&config_path, config_text)
@@ -428,6 +445,7 @@ impl Task {
             .env("JUPYTER_RUNTIME_DIR", &runtime)
             .env("PYTHONUNBUFFERED", "1")
             .envs(&self.plan.env)
+            .envs(venv_first_on_path(&self.plan).map(|p| ("PATH", p)))
             // After jupyter.env: the gateway keys are the ones that say where kernels run.
             .envs(&gateway_env)
             .current_dir(&self.plan.root_dir)
@@ -501,7 +519,7 @@ impl Task {
         let pid = child.id();
         tracing::info!(
             pid,
-            "started Jupyter: {} on {}",
+            "started Jupyter: {} on {} (a private socket only notebookd can open: Jupyter's own login is off, notebookd does the login)",
             resolved.describe(),
             self.plan.socket().display()
         );
@@ -701,19 +719,101 @@ async fn forward_output(
     last: Arc<Mutex<VecDeque<String>>>,
 ) {
     let mut lines = BufReader::new(stream).lines();
+    let mut filter = OutputFilter::default();
     while let Ok(Some(line)) = lines.next_line().await {
-        // Jupyter's log lines start with "[I ", "[W ", "[E ", "[C " or "[D ".
-        match line.as_bytes().get(..2) {
-            Some(b"[E") | Some(b"[C") => tracing::error!(target: "jupyter", "{line}"),
-            Some(b"[W") => tracing::warn!(target: "jupyter", "{line}"),
-            Some(b"[D") => tracing::debug!(target: "jupyter", "{line}"),
-            _ => tracing::info!(target: "jupyter", "{line}"),
+        match filter.loudness(&line) {
+            Loudness::Error => tracing::error!(target: "jupyter", "{line}"),
+            Loudness::Warn => tracing::warn!(target: "jupyter", "{line}"),
+            Loudness::Debug => tracing::debug!(target: "jupyter", "{line}"),
+            Loudness::Info => tracing::info!(target: "jupyter", "{line}"),
         }
         if let Ok(mut l) = last.lock() {
             if l.len() == LAST_LINES {
                 l.pop_front();
             }
             l.push_back(line);
+        }
+    }
+}
+
+/// `PATH` for the child when `jupyter.command` lives in a venv's `bin`:
+/// that `bin` first, so that `python` and `pip` in a notebook's terminal
+/// and `!pip install` in a cell are the kernel's, not the system's.
+fn venv_first_on_path(plan: &LaunchPlan) -> Option<std::ffi::OsString> {
+    let bin = Path::new(&plan.command).parent()?;
+    let is_venv = bin.is_absolute()
+        && bin.join("python").exists()
+        && bin.parent().is_some_and(|v| v.join("pyvenv.cfg").exists());
+    if !is_venv {
+        return None;
+    }
+    let inherited = plan
+        .env
+        .get("PATH")
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    if std::env::split_paths(&inherited).next().as_deref() == Some(bin) {
+        return None;
+    }
+    std::env::join_paths(
+        std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&inherited)),
+    )
+    .ok()
+}
+
+/// The level at which a line of Jupyter's output enters notebookd's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loudness {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Jupyter's own levels, except for lines that are false or mere noise
+/// behind notebookd, so that a normal start and stop logs nothing at WARN
+/// or above and a warning in the log is worth reading.
+#[derive(Default)]
+struct OutputFilter {
+    /// Python prints a warning's source line after the warning itself.
+    after_quiet_warning: bool,
+}
+
+impl OutputFilter {
+    fn loudness(&mut self, line: &str) -> Loudness {
+        if std::mem::take(&mut self.after_quiet_warning) && line.starts_with("  ") {
+            return Loudness::Debug;
+        }
+        // True of the private socket (which only notebookd can open), false
+        // of the service: notebookd says so itself when it starts Jupyter.
+        if line.contains("All authentication is disabled") {
+            return Loudness::Debug;
+        }
+        // The SIGTERM is notebookd's own, at every normal stop or restart.
+        if line.contains("received signal 15, stopping") {
+            return Loudness::Info;
+        }
+        // jupyter_server gives tornado its ping timeout in milliseconds and
+        // tornado clamps it, at the first WebSocket of every start; setting
+        // it lower would make jupyter_server close live WebSockets.
+        if line.contains("websocket_ping_timeout (")
+            || line.starts_with("Setting websocket_ping_timeout=")
+        {
+            return Loudness::Debug;
+        }
+        // A schema of jupyter_server that jupyter_events accepts and warns
+        // about at every start; nothing an administrator can change.
+        if line.contains("JupyterEventsVersionWarning") {
+            self.after_quiet_warning = true;
+            return Loudness::Debug;
+        }
+        // Jupyter's log lines start with "[I ", "[W ", "[E ", "[C " or "[D ".
+        match line.as_bytes().get(..2) {
+            Some(b"[E") | Some(b"[C") => Loudness::Error,
+            Some(b"[W") => Loudness::Warn,
+            Some(b"[D") => Loudness::Debug,
+            _ => Loudness::Info,
         }
     }
 }
@@ -778,4 +878,53 @@ pub async fn probe_status(socket: &Path, path: &str) -> Result<u16, String> {
     tokio::time::timeout(PROBE_TIMEOUT, attempt)
         .await
         .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_start_and_stop_lines_are_not_warnings() {
+        let mut f = OutputFilter::default();
+        for (line, want) in [
+            (
+                "[W 2026-12-01 19:57:15.501 ServerApp] All authentication is disabled.  Anyone who can connect to this server will be able to run code.",
+                Loudness::Debug,
+            ),
+            (
+                "[C 2026-12-01 19:57:22.027 ServerApp] received signal 15, stopping",
+                Loudness::Info,
+            ),
+            (
+                "/venv/lib/python3.11/site-packages/jupyter_events/schema.py:68: JupyterEventsVersionWarning: The `version` property of an event schema must be a string.",
+                Loudness::Debug,
+            ),
+            ("  validate_schema(_schema)", Loudness::Debug),
+            ("  an indented line after another one", Loudness::Info),
+            (
+                "[W 2026-12-01 20:01:02.003 ServerApp] The websocket_ping_timeout (90000) cannot be longer than the websocket_ping_interval (30000).",
+                Loudness::Debug,
+            ),
+            ("Setting websocket_ping_timeout=30000", Loudness::Debug),
+            (
+                "[W 2026-12-01 20:01:02.003 ServerApp] 404 GET /api/nothing",
+                Loudness::Warn,
+            ),
+            (
+                "[E 2026-12-01 20:01:02.003 ServerApp] Uncaught exception",
+                Loudness::Error,
+            ),
+            (
+                "[C 2026-12-01 20:01:02.003 ServerApp] received signal 6",
+                Loudness::Error,
+            ),
+            (
+                "[I 2026-12-01 20:01:02.003 ServerApp] Kernel started",
+                Loudness::Info,
+            ),
+        ] {
+            assert_eq!(f.loudness(line), want, "{line}");
+        }
+    }
 }

@@ -173,7 +173,7 @@ fn deb_contents_scripts_and_lintian() {
         assert!(depends.contains(dep), "Depends lacks {dep}: {depends}");
     }
     assert!(
-        fields.contains("Recommends: python3-matplotlib"),
+        fields.contains("Recommends: python3-matplotlib, python3-scipy, python3-pandas"),
         "{fields}"
     );
 
@@ -291,7 +291,13 @@ fn rpm_contents_scripts_and_rpmlint() {
             "Requires lacks {dep}:\n{requires}"
         );
     }
-    assert!(query(&["--recommends"]).contains("python3-matplotlib"));
+    let recommends = query(&["--recommends"]);
+    for dep in ["python3-matplotlib", "python3-scipy", "python3-pandas"] {
+        assert!(
+            recommends.contains(dep),
+            "Recommends lacks {dep}: {recommends}"
+        );
+    }
     assert_eq!(
         query(&["--qf", "%{VERSION}-%{RELEASE}"]),
         packages::version(1)

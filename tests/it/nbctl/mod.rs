@@ -6,6 +6,7 @@ mod cert;
 mod config;
 mod docs;
 mod embed;
+mod hints;
 mod passwd;
 mod status;
 
@@ -93,7 +94,7 @@ pub fn nbctl_as_nobody(config: &Path, args: &[&str], stdin: Option<&str>) -> Opt
         eprintln!("!!! not root: cannot run nbctl as another user; skipping that part");
         return None;
     }
-    let mut cmd = Command::new(NBCTL);
+    let mut cmd = Command::new(nbctl_others_can_run());
     cmd.arg("--config")
         .arg(config)
         .args(args)
@@ -101,6 +102,21 @@ pub fn nbctl_as_nobody(config: &Path, args: &[&str], stdin: Option<&str>) -> Opt
         .gid(65534)
         .current_dir("/");
     Some(finish(&mut cmd, stdin.map(str::as_bytes)))
+}
+
+/// A copy of nbctl that `nobody` can execute: the build's own binary may
+/// lie below a directory only its owner can enter (a clone in a
+/// `mktemp -d` folder, under /root, or in a home that is 0700).
+pub fn nbctl_others_can_run() -> &'static Path {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_dir, path) = COPY.get_or_init(|| {
+        let dir = open_dir();
+        let path = dir.path().join("nbctl");
+        std::fs::copy(NBCTL, &path).expect("copy nbctl for other users");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    });
+    path
 }
 
 /// A scratch directory that other users may enter (tempdirs are 0700).

@@ -115,6 +115,23 @@ fn stdin_refusals_change_nothing() {
     // Without --stdin and without a terminal: a usage error that says what to do.
     nbctl(&config, &["passwd"]).expect(2, &["no terminal", "--stdin"]);
     assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    // Weak ones: refused with the reason, unless asked for explicitly.
+    nbctl_stdin(&config, &["passwd", "--stdin"], "abc\n").expect(
+        1,
+        &[
+            "weak password refused",
+            "3 character(s)",
+            "--allow-weak",
+            "nothing changed",
+        ],
+    );
+    nbctl_stdin(&config, &["passwd", "--stdin"], "Password123\n")
+        .expect(1, &["weak password refused", "most common"]);
+    nbctl_stdin(&config, &["passwd", "--stdin", "--print"], "12345678\n")
+        .expect(1, &["weak password refused"]);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    nbctl_stdin(&config, &["passwd", "--stdin", "--allow-weak"], "abc\n").expect(0, &[]);
+    assert!(hash_in(&config).unwrap().verify("abc"));
     // An empty password when asked for explicitly.
     nbctl_stdin(&config, &["passwd", "--stdin", "--allow-empty"], "\n").expect(0, &[]);
     assert!(hash_in(&config).unwrap().verify(""));
@@ -131,7 +148,7 @@ fn missing_and_unwritable_configs() {
     .expect(1, &["cannot read", "absent.toml", "--config"]);
     let config = scratch_config(dir.path(), "");
     let before = std::fs::read_to_string(&config).unwrap();
-    if let Some(out) = nbctl_as_nobody(&config, &["passwd", "--stdin"], Some("pw\n")) {
+    if let Some(out) = nbctl_as_nobody(&config, &["passwd", "--stdin"], Some("a fine password\n")) {
         out.expect(1, &["cannot write", "ermission denied", "sudo"]);
         assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())

@@ -1,0 +1,75 @@
+//! What a notebook user finds in the Jupyter child's environment.
+
+use crate::support::{Notebookd, Options, rustls_client, venv};
+
+/// With `jupyter.command` in a venv, that venv's `bin` comes first on PATH:
+/// `python` and `pip` in a terminal or a `!pip` cell are the kernel's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_venv_of_jupyter_comes_first_on_path() {
+    let n = Notebookd::start();
+    let b = n.logged_in().await;
+    let run = b
+        .run_in_new_kernel(
+            "import os, shutil; print(os.environ['PATH'].split(':')[0]); print(shutil.which('pip'))",
+            rustls_client(),
+        )
+        .await;
+    // The generated Jupyter config points at the config in use.
+    let generated =
+        std::fs::read_to_string(n.runtime_dir().join("jupyter/jupyter_notebookd_config.py"))
+            .expect("the generated Jupyter config");
+    assert!(
+        generated.contains(&format!(
+            "Configure notebookd instead: {} ",
+            n.config_path().display()
+        )),
+        "{generated}"
+    );
+    let bin = venv().join("bin");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(bin.to_str().unwrap()),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(bin.join("pip").to_str().unwrap()),
+        "{}",
+        run.stdout
+    );
+}
+
+/// The tutorials' stack imports in a kernel of the pinned venv.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorials_stack_imports() {
+    let n = Notebookd::start();
+    let b = n.logged_in().await;
+    let run = b
+        .run_in_new_kernel(
+            "import numpy, scipy.stats, pandas, matplotlib\nprint(round(float(scipy.stats.norm.cdf(0)), 2), len(pandas.DataFrame({'a': numpy.arange(3)})))",
+            rustls_client(),
+        )
+        .await;
+    assert_eq!(run.stdout.trim(), "0.5 3", "{run:?}");
+}
+
+/// JupyterLab does not ask every new user about Jupyter news (nor fetch
+/// the feed): its page config says the news are disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupyterlab_news_are_off() {
+    let n = Notebookd::start_with(Options {
+        settings: vec![("jupyter", "flavour = \"lab\"".into())],
+        ..Options::default()
+    });
+    let b = n.logged_in().await;
+    let page = b.get_page("lab").await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let compact: String = html.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(
+        compact.contains("\"news\":{\"disabled\":true}"),
+        "no disabled news in the page config:\n{html}"
+    );
+}
