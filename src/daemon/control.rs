@@ -137,13 +137,18 @@ pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value
     let config = &settings.config;
     let jupyter = app.jupyter();
     let now = unix_secs(SystemTime::now());
-    let cert = settings.cert.as_ref().map(|c| {
-        serde_json::json!({
+    let served = settings.served_cert();
+    let cert = served.as_ref().and_then(|s| {
+        let c = s.leaf.as_ref()?;
+        Some(serde_json::json!({
             "subject": c.subject,
             "not_after": rfc3339(c.not_after),
             "not_after_unix": c.not_after,
             "days_left": (c.not_after - now).div_euclid(86400),
-        })
+            "serial": c.serial,
+            "source": s.source,
+            "since": rfc3339(unix_secs(s.since)),
+        }))
     });
     let last_error = match &last_reload {
         Some(ReloadRecord {

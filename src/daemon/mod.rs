@@ -110,6 +110,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.server.runtime_dir.display()
         )
     })?;
+    tokio::spawn(crate::front::cert_watch::run(app.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(supervisor.clone(), interval));
     }

@@ -8,6 +8,7 @@
 //! Reloadable settings live in one [`Settings`] snapshot behind an
 //! `ArcSwap`: a request loads it once and sees one consistent config.
 
+pub mod cert_watch;
 pub mod client;
 pub mod headers;
 pub mod limits;
@@ -52,16 +53,16 @@ pub struct Settings {
     pub keys: Option<SessionKeys>,
     pub headers: HeaderPolicy,
     pub tls: Option<TlsAcceptor>,
-    /// The served certificate, for `nbctl status`.
-    pub cert: Option<tls::CertSummary>,
+    /// The certificate `tls` serves, swappable without a reload.
+    pub live_cert: Option<Arc<tls::LiveCert>>,
 }
 
 impl Settings {
     /// Builds the snapshot, loading the TLS files; fails without side effects.
     pub fn build(config: Config, secret: &SessionSecret) -> Result<Settings, String> {
-        let (tls, cert) = if config.tls.enabled {
+        let (tls, live_cert) = if config.tls.enabled {
             let loaded = tls::load(&config.tls.cert, &config.tls.key).map_err(|e| e.to_string())?;
-            (Some(TlsAcceptor::from(loaded.config)), loaded.leaf)
+            (Some(TlsAcceptor::from(loaded.config)), Some(loaded.live))
         } else {
             (None, None)
         };
@@ -82,8 +83,13 @@ impl Settings {
             keys,
             headers,
             tls,
-            cert,
+            live_cert,
         })
+    }
+
+    /// The certificate new connections get now, for `nbctl status`.
+    pub fn served_cert(&self) -> Option<Arc<tls::ServedCert>> {
+        self.live_cert.as_ref().map(|live| live.current())
     }
 
     pub fn base_url(&self) -> &str {

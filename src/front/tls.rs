@@ -5,9 +5,17 @@
 //! as ring (as fast as OpenSSL), which is most of a full handshake's cost.
 //! Loaded at start and again at each reload; a reload with broken files
 //! keeps the old config.
+//!
+//! The served certificate sits in a [`LiveCert`] that the handshake reads:
+//! swapping it (new files seen by `cert_watch`, a renewal) changes what new
+//! connections get without touching the open ones, whose TLS sessions
+//! already hold their keys.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 
 use rustls::ServerConfig;
 use rustls::crypto::aws_lc_rs as crypto;
@@ -99,6 +107,8 @@ pub struct CertSummary {
     pub subject: String,
     /// Seconds since the Unix epoch.
     pub not_after: i64,
+    /// Hex, as browsers and `openssl x509 -serial` show it (without colons).
+    pub serial: String,
 }
 
 impl CertSummary {
@@ -108,14 +118,62 @@ impl CertSummary {
         Some(CertSummary {
             subject: x509.subject().to_string(),
             not_after: x509.validity().not_after.timestamp(),
+            serial: x509.raw_serial_as_string().replace(':', "").to_uppercase(),
         })
     }
 }
 
-/// A loaded certificate and key: the rustls config, and the leaf's summary.
+/// A loaded certificate and key: the rustls config, the leaf's summary,
+/// and the swappable certificate the config serves.
 pub struct LoadedTls {
     pub config: Arc<ServerConfig>,
     pub leaf: Option<CertSummary>,
+    pub live: Arc<LiveCert>,
+}
+
+/// One certificate as served: the key pair, its summary, and where it came from.
+pub struct ServedCert {
+    pub key: Arc<CertifiedKey>,
+    pub leaf: Option<CertSummary>,
+    /// For `nbctl status`, e.g. "files /etc/notebook/tls/cert.pem and .../key.pem".
+    pub source: String,
+    /// When it was put in service.
+    pub since: SystemTime,
+}
+
+impl ServedCert {
+    /// A certificate and key loaded from files.
+    pub fn from_files(key: CertifiedKey, cert_path: &Path, key_path: &Path) -> ServedCert {
+        ServedCert {
+            leaf: key.cert.first().and_then(CertSummary::of),
+            key: Arc::new(key),
+            source: format!("files {} and {}", cert_path.display(), key_path.display()),
+            since: SystemTime::now(),
+        }
+    }
+}
+
+/// The certificate new handshakes get; replaced without a restart.
+pub struct LiveCert(ArcSwap<ServedCert>);
+
+impl LiveCert {
+    pub fn new(served: ServedCert) -> LiveCert {
+        LiveCert(ArcSwap::from_pointee(served))
+    }
+
+    pub fn current(&self) -> Arc<ServedCert> {
+        self.0.load_full()
+    }
+
+    /// Serves `served` to new connections; open ones keep what they negotiated.
+    pub fn replace(&self, served: ServedCert) {
+        self.0.store(Arc::new(served));
+    }
+
+    /// Whether `key` holds the same chain as the one being served.
+    pub fn serves(&self, key: &CertifiedKey) -> bool {
+        self.0.load().key.cert == key.cert
+    }
 }
 
 /// A rustls server config for the certificate and key files.
@@ -126,7 +184,9 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConf
 /// Loads the certificate and key files for serving.
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedTls, TlsError> {
     let certified = load_certified_key(cert_path, key_path)?;
-    let leaf = certified.cert.first().and_then(CertSummary::of);
+    let served = ServedCert::from_files(certified, cert_path, key_path);
+    let leaf = served.leaf.clone();
+    let live = Arc::new(LiveCert::new(served));
     let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Invalid {
@@ -134,19 +194,25 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedTls, TlsError> {
             what: e.to_string(),
         })?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCert(Arc::new(certified))));
+        .with_cert_resolver(Arc::new(LiveResolver(live.clone())));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(LoadedTls {
         config: Arc::new(config),
         leaf,
+        live,
     })
 }
 
-#[derive(Debug)]
-struct SingleCert(Arc<CertifiedKey>);
+struct LiveResolver(Arc<LiveCert>);
 
-impl rustls::server::ResolvesServerCert for SingleCert {
+impl std::fmt::Debug for LiveResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveResolver")
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveResolver {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.0.load().key.clone())
     }
 }

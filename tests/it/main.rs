@@ -7,6 +7,7 @@
 mod support;
 
 mod browser;
+mod cert_reload;
 mod config;
 mod front_door;
 mod layout;
