@@ -131,7 +131,10 @@ pub fn describe_status(a: &Value) -> String {
     line("listening", urls.join(", "));
     if tls {
         let cert = &a["tls"]["certificate"];
-        let path = a["tls"]["cert"].as_str().unwrap_or("?");
+        let path = cert["source"]
+            .as_str()
+            .or(a["tls"]["cert"].as_str())
+            .unwrap_or("?");
         let text = match (str_of(&cert["not_after"]), cert["days_left"].as_i64()) {
             (Some(when), Some(days)) if days < 0 => {
                 format!(
@@ -142,6 +145,9 @@ pub fn describe_status(a: &Value) -> String {
             _ => format!("{path} (expiry unknown)"),
         };
         line("certificate", text);
+        if let Some(acme) = describe_acme(&a["acme"]) {
+            line("acme", acme);
+        }
     } else {
         line(
             "certificate",
@@ -194,6 +200,52 @@ pub fn describe_status(a: &Value) -> String {
         line("last error", e);
     }
     format!("{head}{out}")
+}
+
+fn when(unix: &Value) -> String {
+    unix.as_i64()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The ACME state of a status answer as one line; `None` when ACME is off.
+pub fn describe_acme(acme: &Value) -> Option<String> {
+    if !acme.is_object() {
+        return None;
+    }
+    let domains = acme["domains"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let challenge = acme["challenge"].as_str().unwrap_or("?");
+    let directory = acme["directory"].as_str().unwrap_or("?");
+    Some(match acme["state"].as_str().unwrap_or("") {
+        "failing" => format!(
+            "FAILING for {domains} ({} failures, last at {}): {}; next try at {}; check {}",
+            acme["failures"],
+            when(&acme["last_error_at"]),
+            acme["last_error"].as_str().unwrap_or("?"),
+            when(&acme["next_attempt"]),
+            acme["hint"].as_str().unwrap_or("the log"),
+        ),
+        "valid" => format!(
+            "certificate for {domains} from {directory} ({challenge}); renewal at {}",
+            when(&acme["renew_at"])
+        ),
+        "ordering" => {
+            format!("ordering a certificate for {domains} from {directory} ({challenge})")
+        }
+        _ => format!("waiting to order a certificate for {domains} from {directory}"),
+    })
 }
 
 /// How a reload went.

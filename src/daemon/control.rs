@@ -186,6 +186,7 @@ pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value
         "websockets": app.upstream.open_websockets(),
         "jupyter": jupyter,
         "last_reload": last_reload,
+        "acme": config.tls.acme.enabled.then(|| app.acme.report()),
         "last_error": last_error,
     })
 }

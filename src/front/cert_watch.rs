@@ -47,6 +47,10 @@ pub fn swap_in_files(app: &App) -> Result<FilesOutcome, TlsError> {
     let Some(live) = &settings.live_cert else {
         return Ok(FilesOutcome::Unchanged);
     };
+    if settings.config.tls.acme.enabled {
+        // ACME's certificate, not the files, is served.
+        return Ok(FilesOutcome::Unchanged);
+    }
     let (cert_path, key_path) = (&settings.config.tls.cert, &settings.config.tls.key);
     let key = tls::load_certified_key(cert_path, key_path)?;
     if live.serves(&key) {
@@ -60,7 +64,7 @@ pub fn swap_in_files(app: &App) -> Result<FilesOutcome, TlsError> {
 fn watched_dirs(app: &App) -> BTreeSet<PathBuf> {
     let settings = app.settings();
     let mut dirs = BTreeSet::new();
-    if settings.live_cert.is_none() {
+    if settings.live_cert.is_none() || settings.config.tls.acme.enabled {
         return dirs;
     }
     for file in [&settings.config.tls.cert, &settings.config.tls.key] {

@@ -8,6 +8,7 @@
 //! Reloadable settings live in one [`Settings`] snapshot behind an
 //! `ArcSwap`: a request loads it once and sees one consistent config.
 
+pub mod acme;
 pub mod cert_watch;
 pub mod client;
 pub mod headers;
@@ -60,7 +61,12 @@ pub struct Settings {
 impl Settings {
     /// Builds the snapshot, loading the TLS files; fails without side effects.
     pub fn build(config: Config, secret: &SessionSecret) -> Result<Settings, String> {
-        let (tls, live_cert) = if config.tls.enabled {
+        let (tls, live_cert) = if config.tls.enabled && config.tls.acme.enabled {
+            let served = acme::initial_cert(&config)?;
+            let alpn = config.tls.acme.challenge == crate::config::AcmeChallenge::TlsAlpn01;
+            let loaded = tls::serve(served, alpn)?;
+            (Some(TlsAcceptor::from(loaded.config)), Some(loaded.live))
+        } else if config.tls.enabled {
             let loaded = tls::load(&config.tls.cert, &config.tls.key).map_err(|e| e.to_string())?;
             (Some(TlsAcceptor::from(loaded.config)), Some(loaded.live))
         } else {
@@ -103,6 +109,8 @@ pub struct App {
     pub sessions: SessionTable,
     pub login: LoginGuard,
     pub upstream: Upstream,
+    /// ACME's state (`[tls.acme]`), kept across reloads.
+    pub acme: acme::AcmeState,
     pub supervisor: Supervisor,
     jupyter: watch::Receiver<JupyterStatus>,
     pub started: Instant,
@@ -118,6 +126,7 @@ impl App {
             sessions: SessionTable::default(),
             login: LoginGuard::default(),
             upstream: Upstream::new(socket),
+            acme: acme::AcmeState::default(),
             supervisor,
             jupyter,
             started: Instant::now(),
