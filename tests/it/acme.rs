@@ -494,3 +494,49 @@ async fn refused_order_is_a_clear_status_line() {
         "{text}"
     );
 }
+
+/// Pebble issuing 30-second certificates: notebookd renews each when a
+/// third of its lifetime is left, and new connections get the new serial
+/// without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn short_lived_certificates_are_renewed() {
+    if !pebble_installed() {
+        return;
+    }
+    let port = free_port();
+    let http_port = free_port();
+    let pebble = blocking(move || {
+        let mut p = Pebble::reserve();
+        p.start(port, http_port, Some(30));
+        p
+    })
+    .await;
+    let n = Notebookd::start_with(Options {
+        listen: Some(format!("\"127.0.0.1:{port}\"")),
+        extra: acme_section(&pebble, DOMAIN, "tls-alpn-01", http_port),
+        ..Default::default()
+    });
+    let first = wait_pebble_certificate(&n, port, &pebble, Duration::from_secs(60)).await;
+    let s = status_json(&n).await;
+    let renew_at = s["acme"]["renew_at"].as_i64().unwrap();
+    let not_after = s["tls"]["certificate"]["not_after_unix"].as_i64().unwrap();
+    assert!(
+        (9..=11).contains(&(not_after - renew_at)),
+        "renewal a third of 30 s before expiry: {s}"
+    );
+    let client = rustls_client_trusting(&pebble_root(&pebble).await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (serial, _) = handshake(port, DOMAIN, client.clone()).await.unwrap();
+        if serial != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not renewed: {}", n.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(count_orders(&n) >= 2, "{}", n.log_text());
+}
+
+fn count_orders(n: &Notebookd) -> usize {
+    n.log_text().matches("ACME: ordering").count()
+}
