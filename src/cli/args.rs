@@ -143,6 +143,20 @@ pub enum CertCommand {
     Generate(CertGenerateArgs),
     Show(CertShowArgs),
     Install(CertInstallArgs),
+    Acme(CertAcmeArgs),
+}
+
+/// Shows the running daemon's ACME state (`[tls.acme]`), or asks it to renew now.
+///
+/// Exits with 1 if ACME is failing or off, 3 if notebookd is not running.
+#[derive(Debug, Args)]
+pub struct CertAcmeArgs {
+    /// Order a new certificate now instead of waiting for renewal (or the next retry).
+    #[arg(long)]
+    pub renew: bool,
+    /// The ACME state as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The kind of private key `nbctl cert generate` makes.

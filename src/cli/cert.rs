@@ -563,11 +563,32 @@ pub fn show(config_path: &Path, args: &CertShowArgs) -> Result<(), CliError> {
             problems.push(e.to_string());
         }
     }
+    let _ = writeln!(out, "served now: {}", served_now(config_path));
     super::emit(out.trim_end())?;
     if problems.is_empty() {
         Ok(())
     } else {
         Err(CliError::Failed(problems.join("\n")))
+    }
+}
+
+/// Where the certificate the running daemon serves came from: these files,
+/// ACME, a temporary one, or nothing (not running).
+fn served_now(config_path: &Path) -> String {
+    match super::daemon::running_status(config_path) {
+        Ok(answer) => {
+            let cert = &answer["tls"]["certificate"];
+            match cert["source"].as_str() {
+                Some(source) => format!(
+                    "{source} (serial {}, since {})",
+                    cert["serial"].as_str().unwrap_or("?"),
+                    cert["since"].as_str().unwrap_or("?")
+                ),
+                None => "nothing: TLS is off in the running notebookd".into(),
+            }
+        }
+        Err(CliError::NotRunning(_)) => "unknown: notebookd is not running".into(),
+        Err(e) => format!("unknown: {e}"),
     }
 }
 

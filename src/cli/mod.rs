@@ -79,6 +79,7 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
         NbctlCommand::Cert(CertCommand::Generate(a)) => cert::generate(path, &a),
         NbctlCommand::Cert(CertCommand::Show(a)) => cert::show(path, &a),
         NbctlCommand::Cert(CertCommand::Install(a)) => cert::install(path, &a),
+        NbctlCommand::Cert(CertCommand::Acme(a)) => daemon::cert_acme(path, &a),
         NbctlCommand::Embed(EmbedCommand::Allow { origin, reload }) => {
             embed::allow(path, &origin, reload)
         }

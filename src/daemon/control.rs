@@ -104,8 +104,16 @@ async fn answer(
                 Err(error) => serde_json::json!({"ok": false, "error": error}),
             }
         }
+        Ok(req) if req.command == "acme-renew" => {
+            if app.settings().config.tls.acme.enabled {
+                app.acme.renew_now();
+                serde_json::json!({"ok": true, "message": "ordering a new certificate now"})
+            } else {
+                serde_json::json!({"ok": false, "error": "ACME is off (tls.acme.enabled = false)"})
+            }
+        }
         Ok(req) => {
-            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload", req.command)})
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew", req.command)})
         }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
     };

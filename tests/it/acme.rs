@@ -346,6 +346,30 @@ async fn obtains_through(challenge: &str) {
         "{s}"
     );
 
+    // nbctl: where the served certificate came from, the ACME state, and a forced renewal.
+    let config = n.config_path();
+    let (show, acme_out, renew) = blocking(move || {
+        let show = nbctl(&config, &["cert", "show"]);
+        let acme = nbctl(&config, &["cert", "acme"]);
+        let renew = nbctl(&config, &["cert", "acme", "--renew"]);
+        (show, acme, renew)
+    })
+    .await;
+    assert!(
+        show.stdout.contains("served now: ACME ("),
+        "{}",
+        show.text()
+    );
+    assert!(show.stdout.contains(&serial), "{}", show.text());
+    acme_out.expect(0, &["certificate for nb.test from", &serial]);
+    renew.expect(0, &["ordering a new certificate"]);
+    let client = rustls_client_trusting(&pebble_root(&pebble).await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handshake(port, DOMAIN, client.clone()).await.unwrap().0 == serial {
+        assert!(Instant::now() < deadline, "no renewal: {}", n.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     if challenge == "http-01" {
         // Everything but a challenge is sent to https, to a configured name only.
         let url = format!("http://127.0.0.1:{http_port}/tree?x=1");
