@@ -209,6 +209,11 @@ pub struct CertGenerateArgs {
     /// Replace an existing certificate and key.
     #[arg(long)]
     pub force: bool,
+    /// Sign the certificate with a small local CA (ca.pem and ca-key.pem next
+    /// to the certificate; made on first use, kept after), and print how to
+    /// make browsers trust that CA on Linux, macOS and Windows.
+    #[arg(long)]
+    pub ca: bool,
     #[command(flatten)]
     pub paths: CertPaths,
     #[command(flatten)]
