@@ -53,6 +53,9 @@ pub struct Server {
     pub runtime_dir: AbsPath,
     /// How long open requests may take to finish at shutdown.
     pub shutdown_timeout: HumanDuration,
+    /// The URL users type, e.g. `https://nb.example.org/`; empty: not said.
+    /// `nbctl doctor` checks the certificate's names against it.
+    pub public_url: String,
 }
 
 impl Default for Server {
@@ -64,6 +67,7 @@ impl Default for Server {
             state_dir: AbsPath::new("/var/lib/notebook"),
             runtime_dir: AbsPath::new("/run/notebook"),
             shutdown_timeout: HumanDuration::secs(10),
+            public_url: String::new(),
         }
     }
 }

@@ -63,6 +63,19 @@ pub enum NbctlCommand {
     Config(ConfigCommand),
     Status(StatusArgs),
     Reload(ReloadArgs),
+    Doctor(DoctorArgs),
+}
+
+/// Checks what administrators get wrong, one line per check with its fix.
+///
+/// The config, the certificate (chain, expiry, names against
+/// server.public_url), the key's permissions, ACME, the Jupyter command,
+/// the running daemon and the systemd unit. Exits with 1 if any check fails.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The checks as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The hidden verb of the nbctl binary that writes the man pages and

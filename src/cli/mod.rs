@@ -23,6 +23,7 @@ pub mod cert;
 pub mod config;
 pub mod daemon;
 pub mod docs;
+pub mod doctor;
 pub mod edit;
 pub mod embed;
 pub mod file;
@@ -99,6 +100,7 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
             config::unset(path, &key, reload)
         }
         NbctlCommand::Status(a) => daemon::status(path, a.json),
+        NbctlCommand::Doctor(a) => doctor::run(path, a.json),
         NbctlCommand::Reload(_) => daemon::reload(path),
     }
 }
