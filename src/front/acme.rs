@@ -47,6 +47,8 @@ const RETRY_FIRST: Duration = Duration::from_secs(15);
 const RETRY_AT_MOST: Duration = Duration::from_secs(6 * 3600);
 /// However far away renewal is, look again this often (the config may change).
 const RECHECK: Duration = Duration::from_secs(3600);
+/// While ACME is off, how often to look whether a reload turned it on.
+const OFF_RECHECK: Duration = Duration::from_secs(5);
 
 const TEMPORARY: &str = "temporary self-signed certificate (waiting for the ACME CA)";
 
@@ -288,7 +290,8 @@ pub async fn run(app: Arc<App>) {
         let acme = &config.tls.acme;
         let Some(live) = settings.live_cert.clone().filter(|_| acme.enabled) else {
             drop(settings);
-            wait(&app, RECHECK).await;
+            // A reload may turn ACME on; it must not wait an hour for us.
+            wait(&app, OFF_RECHECK).await;
             continue;
         };
         drop(settings);
