@@ -53,6 +53,9 @@ pub struct Server {
     pub runtime_dir: AbsPath,
     /// How long open requests may take to finish at shutdown.
     pub shutdown_timeout: HumanDuration,
+    /// The URL users type, e.g. `https://nb.example.org/`; empty: not said.
+    /// `nbctl doctor` checks the certificate's names against it.
+    pub public_url: String,
 }
 
 impl Default for Server {
@@ -64,6 +67,7 @@ impl Default for Server {
             state_dir: AbsPath::new("/var/lib/notebook"),
             runtime_dir: AbsPath::new("/run/notebook"),
             shutdown_timeout: HumanDuration::secs(10),
+            public_url: String::new(),
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct Tls {
     pub key: AbsPath,
     /// `Strict-Transport-Security` max-age; `0s` sends none.
     pub hsts_max_age: HumanDuration,
+    /// Certificates from an ACME CA (Let's Encrypt, step-ca) instead of the files.
+    pub acme: Acme,
 }
 
 impl Default for Tls {
@@ -85,8 +91,131 @@ impl Default for Tls {
             cert: AbsPath::new("/etc/notebook/tls/cert.pem"),
             key: AbsPath::new("/etc/notebook/tls/key.pem"),
             hsts_max_age: HumanDuration::secs(365 * 86400),
+            acme: Acme::default(),
         }
     }
+}
+
+/// Let's Encrypt's production directory, `tls.acme.directory`'s default.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`tls.acme.staging = true`).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// `[tls.acme]`: certificates obtained and renewed by notebookd itself.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acme {
+    pub enabled: bool,
+    /// The names the certificate is for; the first is its subject.
+    pub domains: Vec<String>,
+    /// Where the CA sends expiry warnings, e.g. `mailto:admin@example.org`.
+    pub contact: Vec<String>,
+    /// The ACME directory URL; empty: Let's Encrypt (production, or staging).
+    pub directory: String,
+    pub staging: bool,
+    pub challenge: AcmeChallenge,
+    /// Plain-HTTP listeners: they answer HTTP-01 challenges and redirect
+    /// everything else to https.
+    pub http_listen: ListenAddrs,
+    /// PEM roots to trust for the directory (a private CA such as step-ca).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<AbsPath>,
+    /// Renew this long before expiry; `0s`: when a third of the lifetime is left.
+    pub renew_before: HumanDuration,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            enabled: false,
+            domains: Vec::new(),
+            contact: Vec::new(),
+            directory: String::new(),
+            staging: false,
+            challenge: AcmeChallenge::TlsAlpn01,
+            http_listen: ListenAddrs(Vec::new()),
+            ca_bundle: None,
+            renew_before: HumanDuration::secs(0),
+        }
+    }
+}
+
+impl Acme {
+    /// The directory URL to use.
+    pub fn directory_url(&self) -> &str {
+        match (self.directory.trim(), self.staging) {
+            ("", false) => LETS_ENCRYPT,
+            ("", true) => LETS_ENCRYPT_STAGING,
+            (url, _) => url,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.domains.is_empty() {
+            return Err((
+                "tls.acme.domains",
+                "needs the names users type, e.g. [\"nb.example.org\"], when tls.acme.enabled = true".into(),
+            ));
+        }
+        for d in &self.domains {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.contains('.')
+                && d.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                });
+            if !ok {
+                return Err((
+                    "tls.acme.domains",
+                    format!(
+                        "{d:?} is not a DNS name (ACME certifies names like \"nb.example.org\"; IP addresses and wildcards are not supported)"
+                    ),
+                ));
+            }
+        }
+        for c in &self.contact {
+            if !c.starts_with("mailto:") || !c.contains('@') {
+                return Err((
+                    "tls.acme.contact",
+                    format!("{c:?} is not a contact URL: write \"mailto:admin@example.org\""),
+                ));
+            }
+        }
+        let url = self.directory_url();
+        if !url.starts_with("https://") {
+            return Err((
+                "tls.acme.directory",
+                format!("{url:?}: an ACME directory is an https:// URL, e.g. \"{LETS_ENCRYPT}\""),
+            ));
+        }
+        if self.challenge == AcmeChallenge::Http01 && self.http_listen.0.is_empty() {
+            return Err((
+                "tls.acme.http_listen",
+                "challenge = \"http-01\" needs a plain-HTTP listener the CA reaches on port 80, e.g. \"0.0.0.0:80\"".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How the CA checks that this machine answers for the domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum AcmeChallenge {
+    /// Answered on the TLS listener itself (the CA connects to port 443).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// Answered on `http_listen` (the CA connects to port 80).
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -328,6 +457,7 @@ impl Config {
                 return Err((key, "must be longer than 0s, e.g. \"30s\"".into()));
             }
         }
+        self.tls.acme.validate()?;
         if self.auth.login_attempts == 0 {
             return Err((
                 "auth.login_attempts",

@@ -63,6 +63,19 @@ pub enum NbctlCommand {
     Config(ConfigCommand),
     Status(StatusArgs),
     Reload(ReloadArgs),
+    Doctor(DoctorArgs),
+}
+
+/// Checks what administrators get wrong, one line per check with its fix.
+///
+/// The config, the certificate (chain, expiry, names against
+/// server.public_url), the key's permissions, ACME, the Jupyter command,
+/// the running daemon and the systemd unit. Exits with 1 if any check fails.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The checks as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The hidden verb of the nbctl binary that writes the man pages and
@@ -154,6 +167,20 @@ pub enum CertCommand {
     Generate(CertGenerateArgs),
     Show(CertShowArgs),
     Install(CertInstallArgs),
+    Acme(CertAcmeArgs),
+}
+
+/// Shows the running daemon's ACME state (`[tls.acme]`), or asks it to renew now.
+///
+/// Exits with 1 if ACME is failing or off, 3 if notebookd is not running.
+#[derive(Debug, Args)]
+pub struct CertAcmeArgs {
+    /// Order a new certificate now instead of waiting for renewal (or the next retry).
+    #[arg(long)]
+    pub renew: bool,
+    /// The ACME state as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The kind of private key `nbctl cert generate` makes.
@@ -206,6 +233,11 @@ pub struct CertGenerateArgs {
     /// Replace an existing certificate and key.
     #[arg(long)]
     pub force: bool,
+    /// Sign the certificate with a small local CA (ca.pem and ca-key.pem next
+    /// to the certificate; made on first use, kept after), and print how to
+    /// make browsers trust that CA on Linux, macOS and Windows.
+    #[arg(long)]
+    pub ca: bool,
     #[command(flatten)]
     pub paths: CertPaths,
     #[command(flatten)]

@@ -15,7 +15,8 @@ use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, PKeyRef, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
 };
 use openssl::x509::{X509, X509NameBuilder, X509NameRef, X509Ref, X509VerifyResult};
 
@@ -306,6 +307,9 @@ pub fn generate(config_path: &Path, args: &CertGenerateArgs) -> Result<(), CliEr
         }
     }
     let key = new_key(args.key_type).map_err(ssl_error("cannot make a private key"))?;
+    if args.ca {
+        return generate_with_ca(&cert_path, &key_path, configured, &key, &hosts, args);
+    }
     let cert = self_signed(&key, args.key_type, &hosts, args.days)
         .map_err(ssl_error("cannot make the certificate"))?;
     let cert_pem = cert
@@ -328,6 +332,176 @@ pub fn generate(config_path: &Path, args: &CertGenerateArgs) -> Result<(), CliEr
         describe_access(key_access)
     );
     say!("SHA-256 fingerprint: {}", fingerprint(&cert)?);
+    match configured {
+        Some(config) => super::daemon::after_change(&config, "the new certificate", args.reload),
+        None => Ok(()),
+    }
+}
+
+/// The local CA next to `cert_path`: loaded if both files exist, else made
+/// (EC P-256, ten years). Returns it and whether it is new.
+fn local_ca(cert_path: &Path) -> Result<(X509, PKey<Private>, bool, PathBuf), CliError> {
+    let ca_path = cert_path.with_file_name("ca.pem");
+    let ca_key_path = cert_path.with_file_name("ca-key.pem");
+    if ca_path.exists() && ca_key_path.exists() {
+        let ca = certificates(&ca_path, &read(&ca_path, "CA certificate")?)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                CliError::Failed(format!("{} holds no certificate", ca_path.display()))
+            })?;
+        let key = private_key(&ca_key_path, &read(&ca_key_path, "CA key")?)?;
+        return Ok((ca, key, false, ca_path));
+    }
+    let key = new_key(KeyType::EcP256).map_err(ssl_error("cannot make the CA key"))?;
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let build = || -> Result<X509, ErrorStack> {
+        let mut name = X509NameBuilder::new()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, &format!("notebookd local CA ({host})"))?;
+        name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "notebookd")?;
+        let name = name.build();
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        let mut serial = BigNum::new()?;
+        serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+        let serial = Asn1Integer::from_bn(&serial)?;
+        b.set_serial_number(&serial)?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(&name)?;
+        b.set_pubkey(&key)?;
+        let (from, until) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(3650)?);
+        b.set_not_before(&from)?;
+        b.set_not_after(&until)?;
+        b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+        b.append_extension(ski)?;
+        b.sign(&key, MessageDigest::sha256())?;
+        Ok(b.build())
+    };
+    let ca = build().map_err(ssl_error("cannot make the CA certificate"))?;
+    let ca_pem = ca.to_pem().map_err(ssl_error("cannot encode the CA"))?;
+    let key_pem = key
+        .private_key_to_pem_pkcs8()
+        .map_err(ssl_error("cannot encode the CA key"))?;
+    ensure_dir(&ca_path)?;
+    let failed = |e: file::FileError| CliError::Failed(e.to_string());
+    // The CA key signs certificates every browser that trusts the CA accepts:
+    // only its owner (root) may read it; the service never needs it.
+    let staged_key =
+        file::stage(&ca_key_path, &key_pem, Access::Keep { new_mode: 0o600 }).map_err(failed)?;
+    let staged_ca =
+        file::stage(&ca_path, &ca_pem, Access::Keep { new_mode: 0o644 }).map_err(failed)?;
+    staged_key.commit().map_err(failed)?;
+    staged_ca.commit().map_err(failed)?;
+    Ok((ca, key, true, ca_path))
+}
+
+/// `nbctl cert generate --ca`: a server certificate signed by the local CA,
+/// and how to trust that CA.
+fn generate_with_ca(
+    cert_path: &Path,
+    key_path: &Path,
+    configured: Option<Config>,
+    key: &PKeyRef<Private>,
+    hosts: &[Host],
+    args: &CertGenerateArgs,
+) -> Result<(), CliError> {
+    let (ca, ca_key, new_ca, ca_path) = local_ca(cert_path)?;
+    let leaf = self_signed(key, args.key_type, hosts, args.days)
+        .map_err(ssl_error("cannot make the certificate"))?;
+    let sign = || -> Result<X509, ErrorStack> {
+        // The self-signed one's fields, re-issued by the CA.
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        b.set_serial_number(leaf.serial_number())?;
+        b.set_subject_name(leaf.subject_name())?;
+        b.set_issuer_name(ca.subject_name())?;
+        b.set_pubkey(key)?;
+        b.set_not_before(leaf.not_before())?;
+        b.set_not_after(leaf.not_after())?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        let mut usage = KeyUsage::new();
+        usage.critical().digital_signature();
+        if matches!(
+            args.key_type,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096
+        ) {
+            usage.key_encipherment();
+        }
+        b.append_extension(usage.build()?)?;
+        b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&ca), None))?;
+        b.append_extension(ski)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(&ca), None))?;
+        b.append_extension(aki)?;
+        let mut san = SubjectAlternativeName::new();
+        for host in hosts {
+            match host {
+                Host::Dns(n) => san.dns(n),
+                Host::Ip(ip) => san.ip(&ip.to_string()),
+            };
+        }
+        let san = san.build(&b.x509v3_context(Some(&ca), None))?;
+        b.append_extension(san)?;
+        b.sign(&ca_key, MessageDigest::sha256())?;
+        Ok(b.build())
+    };
+    let cert = sign().map_err(ssl_error("cannot sign the certificate"))?;
+    let mut chain = cert
+        .to_pem()
+        .map_err(ssl_error("cannot encode the certificate"))?;
+    chain.extend(ca.to_pem().map_err(ssl_error("cannot encode the CA"))?);
+    let key_pem = key
+        .private_key_to_pem_pkcs8()
+        .map_err(ssl_error("cannot encode the private key"))?;
+    let key_access = write_pair(cert_path, &chain, key_path, &key_pem)?;
+    let names: Vec<String> = hosts.iter().map(Host::to_string).collect();
+    let ca_shown = ca_path.display();
+    say!(
+        "{} the local CA {ca_shown} (its key: {}, readable by root only)",
+        if new_ca { "made" } else { "used" },
+        ca_path.with_file_name("ca-key.pem").display()
+    );
+    say!(
+        "wrote a certificate for {} signed by it to {} (valid {} days)",
+        names.join(", "),
+        cert_path.display(),
+        args.days
+    );
+    say!(
+        "wrote its private key to {} ({})",
+        key_path.display(),
+        describe_access(key_access)
+    );
+    say!(
+        "SHA-256 fingerprint of the certificate: {}",
+        fingerprint(&cert)?
+    );
+    say!(
+        "SHA-256 fingerprint of the CA:          {}",
+        fingerprint(&ca)?
+    );
+    say!(
+        "Trust the CA once on each machine whose browser opens the notebook (copy {ca_shown} there first):\n\
+         \x20 Debian, Ubuntu:  sudo cp ca.pem /usr/local/share/ca-certificates/notebookd-ca.crt && sudo update-ca-certificates\n\
+         \x20 Fedora, RHEL, SUSE:  sudo cp ca.pem /etc/pki/ca-trust/source/anchors/notebookd-ca.pem && sudo update-ca-trust\n\
+         \x20 Chromium/Firefox on Linux (their own NSS store):  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n notebookd -i ca.pem\n\
+         \x20 macOS:  sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain ca.pem\n\
+         \x20 Windows (administrator):  certutil -addstore -f Root ca.pem\n\
+         Until then, compare the certificate's SHA-256 fingerprint above with the one the browser's warning page shows."
+    );
     match configured {
         Some(config) => super::daemon::after_change(&config, "the new certificate", args.reload),
         None => Ok(()),
@@ -563,12 +737,37 @@ pub fn show(config_path: &Path, args: &CertShowArgs) -> Result<(), CliError> {
             problems.push(e.to_string());
         }
     }
+    if let Some(served) = served_now(config_path) {
+        let _ = writeln!(out, "served now: {served}");
+    }
     super::emit(out.trim_end())?;
     if problems.is_empty() {
         Ok(())
     } else {
         Err(CliError::Failed(problems.join("\n")))
     }
+}
+
+/// Where the certificate the running daemon serves came from: these files,
+/// ACME, a temporary one, or nothing; `None` without a config to find
+/// the daemon by (files checked on their own).
+fn served_now(config_path: &Path) -> Option<String> {
+    Some(match super::daemon::running_status(config_path) {
+        Ok(answer) => {
+            let cert = &answer["tls"]["certificate"];
+            match cert["source"].as_str() {
+                Some(source) => format!(
+                    "{source} (serial {}, since {})",
+                    cert["serial"].as_str().unwrap_or("?"),
+                    cert["since"].as_str().unwrap_or("?")
+                ),
+                None => "nothing: TLS is off in the running notebookd".into(),
+            }
+        }
+        Err(CliError::NotRunning(_)) => "unknown: notebookd is not running".into(),
+        Err(_) if !config_path.exists() => return None,
+        Err(e) => format!("unknown: {e}"),
+    })
 }
 
 /// Checks a chain: each certificate issued by the next, none expired.

@@ -64,6 +64,76 @@ pub fn runtime_dir(config_path: &Path) -> Result<PathBuf, CliError> {
     ))
 }
 
+/// The status answer of the running daemon, or why there is none.
+pub fn running_status(config_path: &Path) -> Result<Value, CliError> {
+    let dir = runtime_dir(config_path)?;
+    let answer = match ask(&dir, "status", STATUS_TIMEOUT) {
+        Ok(a) => a,
+        Err(ControlError::NotRunning(socket)) => {
+            return Err(CliError::NotRunning(format!(
+                "notebookd is not running (no control socket at {}); start it with `systemctl start notebook`",
+                socket.display()
+            )));
+        }
+        Err(e) => return Err(CliError::Failed(e.to_string())),
+    };
+    if answer["ok"] != Value::Bool(true) {
+        return Err(CliError::Failed(format!(
+            "notebookd answered with an error: {}",
+            answer["error"].as_str().unwrap_or("(no message)")
+        )));
+    }
+    Ok(answer)
+}
+
+/// `nbctl cert acme [--renew] [--json]`.
+pub fn cert_acme(config_path: &Path, args: &super::args::CertAcmeArgs) -> Result<(), CliError> {
+    let answer = running_status(config_path)?;
+    let acme = &answer["acme"];
+    if !acme.is_object() {
+        return Err(CliError::Failed(
+            "ACME is off in the running notebookd (tls.acme.enabled = false); set `tls.acme.enabled`, `tls.acme.domains` and reload".into(),
+        ));
+    }
+    if args.renew {
+        let dir = runtime_dir(config_path)?;
+        let reply =
+            ask(&dir, "acme-renew", STATUS_TIMEOUT).map_err(|e| CliError::Failed(e.to_string()))?;
+        if reply["ok"] != Value::Bool(true) {
+            return Err(CliError::Failed(format!(
+                "notebookd refused: {}",
+                reply["error"].as_str().unwrap_or("(no message)")
+            )));
+        }
+        super::emit(
+            "notebookd is ordering a new certificate; see `nbctl cert acme` for the outcome",
+        )?;
+        return Ok(());
+    }
+    if args.json {
+        let text =
+            serde_json::to_string_pretty(acme).map_err(|e| CliError::Failed(e.to_string()))?;
+        super::emit(&text)?;
+    } else {
+        let cert = &answer["tls"]["certificate"];
+        let mut text = describe_acme(acme).unwrap_or_default();
+        text.push_str(&format!(
+            "\nserved certificate: {}, serial {}, valid until {}",
+            cert["source"].as_str().unwrap_or("?"),
+            cert["serial"].as_str().unwrap_or("?"),
+            cert["not_after"].as_str().unwrap_or("?")
+        ));
+        super::emit(&text)?;
+    }
+    if acme["state"] == "failing" {
+        return Err(CliError::Failed(format!(
+            "ACME is failing: {}",
+            acme["last_error"].as_str().unwrap_or("see the log")
+        )));
+    }
+    Ok(())
+}
+
 /// `nbctl status`.
 pub fn status(config_path: &Path, json: bool) -> Result<(), CliError> {
     let dir = runtime_dir(config_path)?;
@@ -145,7 +215,10 @@ pub fn describe_status(a: &Value) -> String {
     line("listening", urls.join(", "));
     if tls {
         let cert = &a["tls"]["certificate"];
-        let path = a["tls"]["cert"].as_str().unwrap_or("?");
+        let path = cert["source"]
+            .as_str()
+            .or(a["tls"]["cert"].as_str())
+            .unwrap_or("?");
         let text = match (str_of(&cert["not_after"]), cert["days_left"].as_i64()) {
             (Some(when), Some(days)) if days < 0 => {
                 format!(
@@ -156,6 +229,9 @@ pub fn describe_status(a: &Value) -> String {
             _ => format!("{path} (expiry unknown)"),
         };
         line("certificate", text);
+        if let Some(acme) = describe_acme(&a["acme"]) {
+            line("acme", acme);
+        }
     } else {
         line(
             "certificate",
@@ -214,6 +290,52 @@ pub fn describe_status(a: &Value) -> String {
         line("last error", e);
     }
     format!("{head}{out}")
+}
+
+fn when(unix: &Value) -> String {
+    unix.as_i64()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The ACME state of a status answer as one line; `None` when ACME is off.
+pub fn describe_acme(acme: &Value) -> Option<String> {
+    if !acme.is_object() {
+        return None;
+    }
+    let domains = acme["domains"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let challenge = acme["challenge"].as_str().unwrap_or("?");
+    let directory = acme["directory"].as_str().unwrap_or("?");
+    Some(match acme["state"].as_str().unwrap_or("") {
+        "failing" => format!(
+            "FAILING for {domains} ({} failures, last at {}): {}; next try at {}; check {}",
+            acme["failures"],
+            when(&acme["last_error_at"]),
+            acme["last_error"].as_str().unwrap_or("?"),
+            when(&acme["next_attempt"]),
+            acme["hint"].as_str().unwrap_or("the log"),
+        ),
+        "valid" => format!(
+            "certificate for {domains} from {directory} ({challenge}); renewal at {}",
+            when(&acme["renew_at"])
+        ),
+        "ordering" => {
+            format!("ordering a certificate for {domains} from {directory} ({challenge})")
+        }
+        _ => format!("waiting to order a certificate for {domains} from {directory}"),
+    })
 }
 
 /// How a reload went.

@@ -23,6 +23,7 @@ pub mod cert;
 pub mod config;
 pub mod daemon;
 pub mod docs;
+pub mod doctor;
 pub mod edit;
 pub mod embed;
 pub mod file;
@@ -79,6 +80,7 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
         NbctlCommand::Cert(CertCommand::Generate(a)) => cert::generate(path, &a),
         NbctlCommand::Cert(CertCommand::Show(a)) => cert::show(path, &a),
         NbctlCommand::Cert(CertCommand::Install(a)) => cert::install(path, &a),
+        NbctlCommand::Cert(CertCommand::Acme(a)) => daemon::cert_acme(path, &a),
         NbctlCommand::Embed(EmbedCommand::Allow { origin, reload }) => {
             embed::allow(path, &origin, reload)
         }
@@ -102,6 +104,7 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
             restart,
         }) => config::unset(path, &key, reload, restart),
         NbctlCommand::Status(a) => daemon::status(path, a.json),
+        NbctlCommand::Doctor(a) => doctor::run(path, a.json),
         NbctlCommand::Reload(_) => daemon::reload(path),
     }
 }

@@ -11,7 +11,9 @@ use crate::config::Config;
 pub fn check(path: &Path) -> anyhow::Result<(Config, Vec<String>)> {
     let config = Config::load(path)?;
     let mut notes = Vec::new();
-    if config.tls.enabled {
+    if config.tls.enabled && config.tls.acme.enabled {
+        // The certificate comes from the CA; tls.cert and tls.key are not read.
+    } else if config.tls.enabled {
         crate::front::tls::load_certified_key(&config.tls.cert, &config.tls.key)?;
     } else {
         notes.push(

@@ -104,8 +104,16 @@ async fn answer(
                 Err(error) => serde_json::json!({"ok": false, "error": error}),
             }
         }
+        Ok(req) if req.command == "acme-renew" => {
+            if app.settings().config.tls.acme.enabled {
+                app.acme.renew_now();
+                serde_json::json!({"ok": true, "message": "ordering a new certificate now"})
+            } else {
+                serde_json::json!({"ok": false, "error": "ACME is off (tls.acme.enabled = false)"})
+            }
+        }
         Ok(req) => {
-            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload", req.command)})
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew", req.command)})
         }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
     };
@@ -137,13 +145,18 @@ pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value
     let config = &settings.config;
     let jupyter = app.jupyter();
     let now = unix_secs(SystemTime::now());
-    let cert = settings.cert.as_ref().map(|c| {
-        serde_json::json!({
+    let served = settings.served_cert();
+    let cert = served.as_ref().and_then(|s| {
+        let c = s.leaf.as_ref()?;
+        Some(serde_json::json!({
             "subject": c.subject,
             "not_after": rfc3339(c.not_after),
             "not_after_unix": c.not_after,
             "days_left": (c.not_after - now).div_euclid(86400),
-        })
+            "serial": c.serial,
+            "source": s.source,
+            "since": rfc3339(unix_secs(s.since)),
+        }))
     });
     let last_error = match &last_reload {
         Some(ReloadRecord {
@@ -181,6 +194,7 @@ pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value
         "websockets": app.upstream.open_websockets(),
         "jupyter": jupyter,
         "last_reload": last_reload,
+        "acme": config.tls.acme.enabled.then(|| app.acme.report()),
         "last_error": last_error,
     })
 }

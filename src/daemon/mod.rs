@@ -113,6 +113,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.server.runtime_dir.display()
         )
     })?;
+    tokio::spawn(crate::front::cert_watch::run(app.clone()));
+    tokio::spawn(crate::front::acme::run(app.clone()));
+    if config.tls.enabled && config.tls.acme.enabled {
+        let http = listen::bind(&config.tls.acme.http_listen.0)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        for (listener, addr) in http.into_iter().zip(&config.tls.acme.http_listen.0) {
+            tracing::info!("answering ACME HTTP-01 and redirecting to https on http://{addr}");
+            tokio::spawn(crate::front::acme::serve_http(app.clone(), listener));
+        }
+    }
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(supervisor.clone(), interval));
     }

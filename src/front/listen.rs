@@ -228,6 +228,10 @@ async fn serve_connection(
                     return;
                 }
             };
+            if tls_stream.get_ref().1.alpn_protocol() == Some(super::tls::ACME_TLS_ALPN) {
+                // An ACME TLS-ALPN-01 validation: the handshake was the answer.
+                return;
+            }
             let io = TimedIo::new(tls_stream, state.clone(), header_timeout, keep_alive);
             drive(
                 app,

@@ -9,6 +9,8 @@
 //! Reloadable settings live in one [`Settings`] snapshot behind an
 //! `ArcSwap`: a request loads it once and sees one consistent config.
 
+pub mod acme;
+pub mod cert_watch;
 pub mod client;
 pub mod gateway;
 pub mod headers;
@@ -55,16 +57,21 @@ pub struct Settings {
     pub keys: Option<SessionKeys>,
     pub headers: HeaderPolicy,
     pub tls: Option<TlsAcceptor>,
-    /// The served certificate, for `nbctl status`.
-    pub cert: Option<tls::CertSummary>,
+    /// The certificate `tls` serves, swappable without a reload.
+    pub live_cert: Option<Arc<tls::LiveCert>>,
 }
 
 impl Settings {
     /// Builds the snapshot, loading the TLS files; fails without side effects.
     pub fn build(config: Config, secret: &SessionSecret) -> Result<Settings, String> {
-        let (tls, cert) = if config.tls.enabled {
+        let (tls, live_cert) = if config.tls.enabled && config.tls.acme.enabled {
+            let served = acme::initial_cert(&config)?;
+            let alpn = config.tls.acme.challenge == crate::config::AcmeChallenge::TlsAlpn01;
+            let loaded = tls::serve(served, alpn)?;
+            (Some(TlsAcceptor::from(loaded.config)), Some(loaded.live))
+        } else if config.tls.enabled {
             let loaded = tls::load(&config.tls.cert, &config.tls.key).map_err(|e| e.to_string())?;
-            (Some(TlsAcceptor::from(loaded.config)), loaded.leaf)
+            (Some(TlsAcceptor::from(loaded.config)), Some(loaded.live))
         } else {
             (None, None)
         };
@@ -85,8 +92,13 @@ impl Settings {
             keys,
             headers,
             tls,
-            cert,
+            live_cert,
         })
+    }
+
+    /// The certificate new connections get now, for `nbctl status`.
+    pub fn served_cert(&self) -> Option<Arc<tls::ServedCert>> {
+        self.live_cert.as_ref().map(|live| live.current())
     }
 
     pub fn base_url(&self) -> &str {
@@ -100,6 +112,8 @@ pub struct App {
     pub sessions: SessionTable,
     pub login: LoginGuard,
     pub upstream: Upstream,
+    /// ACME's state (`[tls.acme]`), kept across reloads.
+    pub acme: acme::AcmeState,
     pub supervisor: Supervisor,
     jupyter: watch::Receiver<JupyterStatus>,
     pub started: Instant,
@@ -115,6 +129,7 @@ impl App {
             sessions: SessionTable::default(),
             login: LoginGuard::default(),
             upstream: Upstream::new(socket),
+            acme: acme::AcmeState::default(),
             supervisor,
             jupyter,
             started: Instant::now(),

@@ -5,9 +5,17 @@
 //! as ring (as fast as OpenSSL), which is most of a full handshake's cost.
 //! Loaded at start and again at each reload; a reload with broken files
 //! keeps the old config.
+//!
+//! The served certificate sits in a [`LiveCert`] that the handshake reads:
+//! swapping it (new files seen by `cert_watch`, a renewal) changes what new
+//! connections get without touching the open ones, whose TLS sessions
+//! already hold their keys.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 
 use rustls::ServerConfig;
 use rustls::crypto::aws_lc_rs as crypto;
@@ -99,6 +107,12 @@ pub struct CertSummary {
     pub subject: String,
     /// Seconds since the Unix epoch.
     pub not_after: i64,
+    /// Hex, as browsers and `openssl x509 -serial` show it (without colons).
+    pub serial: String,
+    /// Seconds since the Unix epoch.
+    pub not_before: i64,
+    /// The DNS names of its subjectAltName.
+    pub dns_names: Vec<String>,
 }
 
 impl CertSummary {
@@ -108,14 +122,119 @@ impl CertSummary {
         Some(CertSummary {
             subject: x509.subject().to_string(),
             not_after: x509.validity().not_after.timestamp(),
+            serial: x509.raw_serial_as_string().replace(':', "").to_uppercase(),
+            not_before: x509.validity().not_before.timestamp(),
+            dns_names: x509
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|san| {
+                    san.value
+                        .general_names
+                        .iter()
+                        .filter_map(|n| match n {
+                            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }
 
-/// A loaded certificate and key: the rustls config, and the leaf's summary.
+/// A loaded certificate and key: the rustls config, the leaf's summary,
+/// and the swappable certificate the config serves.
 pub struct LoadedTls {
     pub config: Arc<ServerConfig>,
     pub leaf: Option<CertSummary>,
+    pub live: Arc<LiveCert>,
+}
+
+/// One certificate as served: the key pair, its summary, and where it came from.
+pub struct ServedCert {
+    pub key: Arc<CertifiedKey>,
+    pub leaf: Option<CertSummary>,
+    /// For `nbctl status`, e.g. "files /etc/notebook/tls/cert.pem and .../key.pem".
+    pub source: String,
+    /// When it was put in service.
+    pub since: SystemTime,
+}
+
+impl ServedCert {
+    /// A certificate and key loaded from files.
+    pub fn from_files(key: CertifiedKey, cert_path: &Path, key_path: &Path) -> ServedCert {
+        ServedCert {
+            leaf: key.cert.first().and_then(CertSummary::of),
+            key: Arc::new(key),
+            source: format!("files {} and {}", cert_path.display(), key_path.display()),
+            since: SystemTime::now(),
+        }
+    }
+}
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The certificate new handshakes get; replaced without a restart. Also
+/// holds the TLS-ALPN-01 challenge certificates of an ACME order under way.
+pub struct LiveCert {
+    served: ArcSwap<ServedCert>,
+    challenges: std::sync::Mutex<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl LiveCert {
+    pub fn new(served: ServedCert) -> LiveCert {
+        LiveCert {
+            served: ArcSwap::from_pointee(served),
+            challenges: Default::default(),
+        }
+    }
+
+    pub fn current(&self) -> Arc<ServedCert> {
+        self.served.load_full()
+    }
+
+    /// Serves `served` to new connections; open ones keep what they negotiated.
+    pub fn replace(&self, served: ServedCert) {
+        self.served.store(Arc::new(served));
+    }
+
+    /// Whether `key` holds the same chain as the one being served.
+    pub fn serves(&self, key: &CertifiedKey) -> bool {
+        self.served.load().key.cert == key.cert
+    }
+
+    /// Answers TLS-ALPN-01 handshakes for `domain` with `key` (`None`: stop).
+    pub fn set_challenge(&self, domain: &str, key: Option<Arc<CertifiedKey>>) {
+        let mut map = self
+            .challenges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match key {
+            Some(k) => map.insert(domain.to_ascii_lowercase(), k),
+            None => map.remove(&domain.to_ascii_lowercase()),
+        };
+    }
+
+    fn challenge(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
+        self.challenges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&domain.to_ascii_lowercase())
+            .cloned()
+    }
+}
+
+/// A key pair in rustls' form from DER (what rcgen and ACME orders give).
+pub fn certified_key_from_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, rustls::Error> {
+    let signing_key = crypto::default_provider()
+        .key_provider
+        .load_private_key(key)?;
+    Ok(CertifiedKey::new(chain, signing_key))
 }
 
 /// A rustls server config for the certificate and key files.
@@ -126,27 +245,52 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConf
 /// Loads the certificate and key files for serving.
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedTls, TlsError> {
     let certified = load_certified_key(cert_path, key_path)?;
-    let leaf = certified.cert.first().and_then(CertSummary::of);
-    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Invalid {
-            path: cert_path.display().to_string(),
-            what: e.to_string(),
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCert(Arc::new(certified))));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(LoadedTls {
-        config: Arc::new(config),
-        leaf,
+    let served = ServedCert::from_files(certified, cert_path, key_path);
+    serve(served, false).map_err(|what| TlsError::Invalid {
+        path: cert_path.display().to_string(),
+        what,
     })
 }
 
-#[derive(Debug)]
-struct SingleCert(Arc<CertifiedKey>);
+/// A rustls config serving `served` (swappable); `acme_alpn` also answers
+/// ACME's TLS-ALPN-01 challenges.
+pub fn serve(served: ServedCert, acme_alpn: bool) -> Result<LoadedTls, String> {
+    let leaf = served.leaf.clone();
+    let live = Arc::new(LiveCert::new(served));
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(LiveResolver(live.clone())));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if acme_alpn {
+        // Browsers never offer it; only the CA's validation does.
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
+    Ok(LoadedTls {
+        config: Arc::new(config),
+        leaf,
+        live,
+    })
+}
 
-impl rustls::server::ResolvesServerCert for SingleCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+struct LiveResolver(Arc<LiveCert>);
+
+impl std::fmt::Debug for LiveResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveResolver")
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // RFC 8737: only the challenge certificate, or no handshake at all.
+            return self.0.challenge(hello.server_name()?);
+        }
+        Some(self.0.served.load().key.clone())
     }
 }

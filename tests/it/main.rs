@@ -6,7 +6,9 @@
 #[allow(dead_code)] // shared helpers; not every test binary build uses all of them
 mod support;
 
+mod acme;
 mod browser;
+mod cert_reload;
 mod config;
 mod dev_run;
 mod favicon;

@@ -602,3 +602,110 @@ fn notebookd_does_not_link_libssl() {
         "nbctl should link libssl: {cli:?}"
     );
 }
+
+/// `cert generate --ca`: a local CA (made once, its key readable by root
+/// only) signs the server certificate; the trust steps for Linux, macOS and
+/// Windows and the fingerprints are printed; a client that trusts only that
+/// CA connects to notebookd serving the certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn generate_with_a_local_ca_that_clients_can_trust() {
+    let dir = open_dir();
+    let config = scratch_config(dir.path(), "");
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            nbctl(
+                &config,
+                &[
+                    "cert",
+                    "generate",
+                    "--ca",
+                    "--host",
+                    "localhost",
+                    "--no-reload",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    out.expect(
+        0,
+        &[
+            "made the local CA",
+            "update-ca-certificates",
+            "update-ca-trust",
+            "certutil -d sql:$HOME/.pki/nssdb",
+            "security add-trusted-cert",
+            "certutil -addstore -f Root",
+            "SHA-256 fingerprint of the certificate: ",
+        ],
+    );
+    let tls = dir.path().join("tls");
+    let (cert, key, ca) = (
+        tls.join("cert.pem"),
+        tls.join("key.pem"),
+        tls.join("ca.pem"),
+    );
+    let ca_key_mode = std::fs::metadata(tls.join("ca-key.pem")).unwrap().mode() & 0o777;
+    assert_eq!(ca_key_mode, 0o600);
+    let s = |p: &Path| p.display().to_string();
+    let (ok, text) = openssl(&["verify", "-CAfile", &s(&ca), &s(&cert)]);
+    assert!(ok, "{text}");
+    // The printed fingerprint is the one a browser's warning page shows.
+    let (_, fp) = openssl(&[
+        "x509",
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+        "-in",
+        &s(&cert),
+    ]);
+    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    assert!(
+        out.stdout
+            .contains(&format!("SHA-256 fingerprint of the certificate: {fp}")),
+        "{fp}\n{}",
+        out.text()
+    );
+
+    // A second run keeps the CA that browsers already trust.
+    let ca_before = std::fs::read(&ca).unwrap();
+    let again = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            nbctl(
+                &config,
+                &[
+                    "cert",
+                    "generate",
+                    "--ca",
+                    "--force",
+                    "--host",
+                    "localhost",
+                    "--no-reload",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    again.expect(0, &["used the local CA"]);
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_before);
+
+    let n = Notebookd::start_with(Options {
+        tls_files: Some((cert.clone(), key.clone())),
+        ..Default::default()
+    });
+    let client = crate::support::rustls_client_trusting(&ca_before);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", n.port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(client)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("a client trusting only the local CA accepts notebookd");
+}

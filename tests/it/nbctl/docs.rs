@@ -84,7 +84,19 @@ fn man_pages_and_completions_are_generated() {
             config_page.contains(&format!("[{section}]")),
             "no [{section}]"
         );
-        for key in keys.as_table().unwrap().keys() {
+        for (key, value) in keys.as_table().unwrap() {
+            // A table inside a section ([tls.acme]) is a section of its own.
+            // (A map such as jupyter.env is one key, `env = {}`.)
+            let heading = format!("[{section}.{key}]");
+            if let Some(sub) = value.as_table().filter(|_| config_page.contains(&heading)) {
+                for subkey in sub.keys() {
+                    assert!(
+                        config_page.contains(&format!("\\fB{subkey} = ")),
+                        "notebook.toml.5 lacks {section}.{key}.{subkey}"
+                    );
+                }
+                continue;
+            }
             assert!(
                 config_page.contains(&format!("\\fB{key} = ")),
                 "notebook.toml.5 lacks {section}.{key}"

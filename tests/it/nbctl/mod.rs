@@ -5,6 +5,7 @@
 mod cert;
 mod config;
 mod docs;
+mod doctor;
 mod embed;
 mod hints;
 mod passwd;

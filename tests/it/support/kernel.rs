@@ -130,8 +130,50 @@ fn parse_message(msg: Message, framing: Framing) -> Option<(String, Value, Value
     }
 }
 
+/// A kernel WebSocket kept open across several executions (e.g. to see it
+/// survive something happening to the server in between).
+pub struct KernelSocket {
+    ws: Socket,
+    framing: Framing,
+}
+
+impl KernelSocket {
+    /// Connects like [`execute_trusting`], without running anything yet.
+    pub async fn open(
+        ws_url: &str,
+        cookie_header: &str,
+        origin: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<KernelSocket, String> {
+        match connect(ws_url, cookie_header, origin, tls.clone(), Framing::V1).await {
+            Ok(ws) => Ok(KernelSocket {
+                ws,
+                framing: Framing::V1,
+            }),
+            Err(e) if e.contains("no subprotocol") => Ok(KernelSocket {
+                ws: connect(ws_url, cookie_header, origin, tls, Framing::Legacy).await?,
+                framing: Framing::Legacy,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `code` on this socket, which stays open.
+    pub async fn run(&mut self, code: &str) -> Result<Execution, String> {
+        exchange(&mut self.ws, self.framing, code).await
+    }
+}
+
 async fn run_code(mut ws: Socket, framing: Framing, code: &str) -> Result<Execution, String> {
-    let msg_id = format!("test-{}", std::process::id());
+    let out = exchange(&mut ws, framing, code).await?;
+    let _ = ws.close(None).await;
+    Ok(out)
+}
+
+async fn exchange(ws: &mut Socket, framing: Framing, code: &str) -> Result<Execution, String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let msg_id = format!("test-{}-{n}", std::process::id());
     let header = json!({
         "msg_id": msg_id, "session": "notebookd-test", "username": "test",
         "msg_type": "execute_request", "version": "5.3", "date": "2024-01-01T00:00:00Z"
@@ -194,6 +236,5 @@ async fn run_code(mut ws: Socket, framing: Framing, code: &str) -> Result<Execut
             _ => {}
         }
     }
-    let _ = ws.close(None).await;
     Ok(out)
 }

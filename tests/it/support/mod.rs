@@ -143,6 +143,8 @@ pub struct Options {
     /// instance's port, e.g. `["127.0.0.1:{port}", "[::1]:{port}"]`;
     /// `None`: `"127.0.0.1:{port}"`.
     pub listen: Option<String>,
+    /// `tls.cert` and `tls.key`; `None`: the shared test certificate.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
@@ -157,6 +159,7 @@ impl Default for Options {
             env: Vec::new(),
             wait_ready: true,
             listen: None,
+            tls_files: None,
         }
     }
 }
@@ -242,8 +245,16 @@ impl Notebookd {
             state = self.state_dir().display(),
             run = self.runtime_dir().display(),
             tls = o.tls,
-            cert = certs.cert().display(),
-            key = certs.key().display(),
+            cert = o
+                .tls_files
+                .as_ref()
+                .map_or(certs.cert(), |f| f.0.clone())
+                .display(),
+            key = o
+                .tls_files
+                .as_ref()
+                .map_or(certs.key(), |f| f.1.clone())
+                .display(),
             root = self.root_dir().display(),
             extra = o.extra,
         )

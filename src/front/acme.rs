@@ -1,0 +1,639 @@
+//! ACME (`[tls.acme]`): notebookd obtains and renews its own certificate.
+//!
+//! At start the stored ACME certificate is served if there is one, else a
+//! temporary self-signed one, so the service is up at once; a background
+//! task ([`run`]) orders the real certificate and swaps it into the served
+//! [`LiveCert`] without a restart, then sleeps until renewal is due. A
+//! failure keeps the current certificate and retries with backoff; the
+//! state (what failed, when the next try is, what to check) is kept in
+//! [`AcmeState`] for `nbctl status`.
+//!
+//! Challenges: TLS-ALPN-01 is answered by the TLS listener itself (the
+//! resolver in `tls.rs` hands the challenge certificate to handshakes that
+//! offer `acme-tls/1`); HTTP-01 by the plain listeners of
+//! `tls.acme.http_listen` ([`serve_http`]), which redirect everything else
+//! to https.
+//!
+//! The client is instant-acme (RFC 8555, aws-lc-rs, hyper-rustls: no
+//! openssl). Account key, certificate and key live in `STATE_DIR/acme`,
+//! files 0600: `/etc` is read-only for the service.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use super::App;
+use super::tls::{self, CertSummary, LiveCert, ServedCert};
+use crate::config::{Acme, AcmeChallenge, Config};
+
+/// The first retry after a failure; doubled at each further failure up to
+/// [`RETRY_AT_MOST`]. Let's Encrypt allows 5 failed validations per
+/// hostname and hour, so the retries must slow down quickly.
+const RETRY_FIRST: Duration = Duration::from_secs(15);
+const RETRY_AT_MOST: Duration = Duration::from_secs(6 * 3600);
+/// However far away renewal is, look again this often (the config may change).
+const RECHECK: Duration = Duration::from_secs(3600);
+/// While ACME is off, how often to look whether a reload turned it on.
+const OFF_RECHECK: Duration = Duration::from_secs(5);
+
+const TEMPORARY: &str = "temporary self-signed certificate (waiting for the ACME CA)";
+
+/// What `nbctl status` and `nbctl cert acme` show of ACME.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AcmeReport {
+    /// "waiting", "ordering", "valid", "failing".
+    pub state: String,
+    pub directory: String,
+    pub challenge: String,
+    pub domains: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub last_success: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    /// What to check about the last error.
+    pub hint: Option<String>,
+    pub failures: u32,
+    pub next_attempt: Option<i64>,
+    /// When renewal is due, for a valid certificate.
+    pub renew_at: Option<i64>,
+}
+
+/// ACME's shared state: the report, the HTTP-01 answers, and a way to ask
+/// for an early renewal.
+#[derive(Default)]
+pub struct AcmeState {
+    report: Mutex<AcmeReport>,
+    http_tokens: Mutex<HashMap<String, String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl AcmeState {
+    pub fn report(&self) -> AcmeReport {
+        self.report
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut AcmeReport)) {
+        f(&mut self.report.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Asks the ACME task to order a new certificate now (`nbctl cert acme --renew`).
+    pub fn renew_now(&self) {
+        self.wake.notify_one();
+    }
+
+    fn http_answer(&self, token: &str) -> Option<String> {
+        self.http_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .cloned()
+    }
+
+    fn set_http_answer(&self, token: &str, answer: Option<String>) {
+        let mut map = self
+            .http_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match answer {
+            Some(a) => map.insert(token.to_string(), a),
+            None => map.remove(token),
+        };
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `STATE_DIR/acme`.
+pub fn acme_dir(config: &Config) -> PathBuf {
+    config.server.state_dir.join("acme")
+}
+
+fn cert_path(config: &Config) -> PathBuf {
+    acme_dir(config).join("cert.pem")
+}
+
+fn key_path(config: &Config) -> PathBuf {
+    acme_dir(config).join("key.pem")
+}
+
+/// One account per directory URL: an account exists only at its CA.
+fn account_path(config: &Config) -> PathBuf {
+    use sha2::Digest;
+    let url = config.tls.acme.directory_url();
+    let digest = hex::encode(sha2::Sha256::digest(url.as_bytes()));
+    acme_dir(config).join(format!("account-{}.json", &digest[..16]))
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temporary file and a rename.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The certificate to serve at start: the stored ACME one if it is for the
+/// configured domains, else a temporary self-signed one.
+pub fn initial_cert(config: &Config) -> Result<ServedCert, String> {
+    if let Ok(key) = tls::load_certified_key(&cert_path(config), &key_path(config)) {
+        let served = stored(key, config);
+        if covers(served.leaf.as_ref(), &config.tls.acme.domains) {
+            return Ok(served);
+        }
+    }
+    temporary_cert(&config.tls.acme.domains)
+}
+
+fn stored(key: rustls::sign::CertifiedKey, config: &Config) -> ServedCert {
+    ServedCert {
+        leaf: key.cert.first().and_then(CertSummary::of),
+        key: Arc::new(key),
+        source: format!("ACME ({})", config.tls.acme.directory_url()),
+        since: SystemTime::now(),
+    }
+}
+
+/// Whether `leaf` names every domain.
+fn covers(leaf: Option<&CertSummary>, domains: &[String]) -> bool {
+    leaf.is_some_and(|l| {
+        domains
+            .iter()
+            .all(|d| l.dns_names.iter().any(|n| n.eq_ignore_ascii_case(d)))
+    })
+}
+
+/// A self-signed certificate for `domains`, valid a few days, to serve
+/// until the CA's arrives.
+pub fn temporary_cert(domains: &[String]) -> Result<ServedCert, String> {
+    let mut params = rcgen::CertificateParams::new(domains.to_vec())
+        .map_err(|e| format!("cannot make a temporary certificate: {e}"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        domains.first().map_or("notebookd", String::as_str),
+    );
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(7);
+    let key = rcgen::KeyPair::generate()
+        .map_err(|e| format!("cannot make a temporary certificate key: {e}"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("cannot make a temporary certificate: {e}"))?;
+    let der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| format!("cannot use the temporary key: {e}"))?;
+    let certified = tls::certified_key_from_der(vec![cert.der().clone()], der)
+        .map_err(|e| format!("cannot use the temporary key: {e}"))?;
+    Ok(ServedCert {
+        leaf: certified.cert.first().and_then(CertSummary::of),
+        key: Arc::new(certified),
+        source: TEMPORARY.into(),
+        since: SystemTime::now(),
+    })
+}
+
+/// When the served certificate should be renewed: `None` for one that did
+/// not come from the CA (order now).
+fn renew_at(served: &ServedCert, acme: &Acme) -> Option<i64> {
+    if served.source == TEMPORARY {
+        return None;
+    }
+    let leaf = served.leaf.as_ref()?;
+    let before = match acme.renew_before.get().as_secs() as i64 {
+        0 => (leaf.not_after - leaf.not_before) / 3,
+        s => s,
+    };
+    Some(leaf.not_after - before)
+}
+
+/// What to tell the administrator to check for an error message.
+fn hint_for(error: &str, acme: &Acme) -> String {
+    let e = error.to_ascii_lowercase();
+    let port = match acme.challenge {
+        AcmeChallenge::TlsAlpn01 => "443 (tls-alpn-01: server.listen must be reachable there)",
+        AcmeChallenge::Http01 => "80 (http-01: tls.acme.http_listen must be reachable there)",
+    };
+    if e.contains("ratelimit") || e.contains("rate limit") || e.contains("too many") {
+        "the CA's rate limits: wait for the time it names, or test with tls.acme.staging = true"
+            .into()
+    } else if e.contains("dns") || e.contains("nxdomain") || e.contains("servfail") {
+        format!(
+            "DNS: each of tls.acme.domains must resolve (A/AAAA) to this machine ({})",
+            acme.domains.join(", ")
+        )
+    } else if e.contains("connect")
+        || e.contains("timeout")
+        || e.contains("refused")
+        || e.contains("unauthorized")
+        || e.contains("incorrect")
+    {
+        format!(
+            "that the CA reaches this machine on port {port}, and that the domains resolve to it"
+        )
+    } else if e.contains("rejectedidentifier") || e.contains("not allowed") || e.contains("policy")
+    {
+        "tls.acme.domains: the CA will not issue for these names (a public CA needs public DNS names)".into()
+    } else if e.contains("http request failure") || e.contains("error trying to connect") {
+        format!(
+            "that {} is reachable from this machine (and tls.acme.ca_bundle for a private CA)",
+            acme.directory_url()
+        )
+    } else {
+        format!(
+            "the CA's message above; DNS of the domains, port {port}, and the directory {}",
+            acme.directory_url()
+        )
+    }
+}
+
+/// Runs ACME for as long as the daemon runs (nothing to do while it is off).
+pub async fn run(app: Arc<App>) {
+    // instant-acme's HTTP client asks for the process-wide provider; make it
+    // the one the listener uses (aws-lc-rs). An error means one is set already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut failures: u32 = 0;
+    loop {
+        let settings = app.settings();
+        let config = settings.config.clone();
+        let acme = &config.tls.acme;
+        let Some(live) = settings.live_cert.clone().filter(|_| acme.enabled) else {
+            drop(settings);
+            // A reload may turn ACME on; it must not wait an hour for us.
+            wait(&app, OFF_RECHECK).await;
+            continue;
+        };
+        drop(settings);
+        let served = live.current();
+        let now = unix(SystemTime::now());
+        let due = if covers(served.leaf.as_ref(), &acme.domains) {
+            renew_at(&served, acme)
+        } else {
+            None
+        };
+        app.acme.update(|r| {
+            r.directory = acme.directory_url().to_string();
+            r.challenge = match acme.challenge {
+                AcmeChallenge::TlsAlpn01 => "tls-alpn-01".into(),
+                AcmeChallenge::Http01 => "http-01".into(),
+            };
+            r.domains = acme.domains.clone();
+            r.renew_at = due;
+        });
+        if let Some(at) = due.filter(|at| *at > now) {
+            app.acme.update(|r| {
+                r.state = "valid".into();
+                r.next_attempt = Some(at);
+            });
+            let left = Duration::from_secs((at - now) as u64);
+            if !wait(&app, left.min(RECHECK)).await {
+                continue;
+            }
+        }
+        app.acme.update(|r| r.state = "ordering".into());
+        tracing::info!(
+            "ACME: ordering a certificate for {} from {}",
+            acme.domains.join(", "),
+            acme.directory_url()
+        );
+        match obtain(&app, &config, &live).await {
+            Ok(new) => {
+                failures = 0;
+                let leaf = new.leaf.clone();
+                live.replace(new);
+                let renew = renew_at(&live.current(), acme);
+                app.acme.update(|r| {
+                    r.state = "valid".into();
+                    r.last_success = Some(unix(SystemTime::now()));
+                    r.last_error = None;
+                    r.hint = None;
+                    r.failures = 0;
+                    r.renew_at = renew;
+                    r.next_attempt = renew;
+                });
+                if let Some(l) = leaf {
+                    tracing::info!(
+                        "ACME: new certificate for {} (serial {}) is served to new connections",
+                        l.dns_names.join(", "),
+                        l.serial
+                    );
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = RETRY_FIRST
+                    .saturating_mul(1 << failures.saturating_sub(1).min(20))
+                    .min(RETRY_AT_MOST);
+                let hint = hint_for(&e, acme);
+                let next = unix(SystemTime::now()) + delay.as_secs() as i64;
+                tracing::warn!(
+                    "ACME: no certificate for {} ({e}); the current certificate stays; next try in {}s; check {hint}",
+                    acme.domains.join(", "),
+                    delay.as_secs()
+                );
+                app.acme.update(|r| {
+                    r.state = "failing".into();
+                    r.last_error = Some(e.clone());
+                    r.last_error_at = Some(unix(SystemTime::now()));
+                    r.hint = Some(hint);
+                    r.failures = failures;
+                    r.next_attempt = Some(next);
+                });
+                wait(&app, delay).await;
+            }
+        }
+    }
+}
+
+/// Sleeps `d`, or less if a renewal is asked for; true if asked.
+async fn wait(app: &App, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = app.acme.wake.notified() => true,
+    }
+}
+
+fn problem(e: instant_acme::Error) -> String {
+    match e {
+        instant_acme::Error::Api(p) => {
+            let mut s = p.detail.clone().unwrap_or_default();
+            if let Some(t) = &p.r#type {
+                s = format!("{s} ({t})");
+            }
+            for sub in &p.subproblems {
+                if let Some(d) = &sub.detail {
+                    s.push_str(&format!("; {d}"));
+                }
+            }
+            format!("the CA refused: {s}")
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn account(config: &Config) -> Result<Account, String> {
+    let acme = &config.tls.acme;
+    let builder = match &acme.ca_bundle {
+        Some(bundle) => Account::builder_with_root(bundle.path())
+            .map_err(|e| format!("tls.acme.ca_bundle {}: {e}", bundle.path().display()))?,
+        None => Account::builder().map_err(|e| e.to_string())?,
+    };
+    let path = account_path(config);
+    if let Ok(text) = std::fs::read(&path) {
+        if let Ok(creds) = serde_json::from_slice::<AccountCredentials>(&text) {
+            return builder
+                .from_credentials(creds)
+                .await
+                .map_err(|e| format!("ACME directory {}: {}", acme.directory_url(), problem(e)));
+        }
+    }
+    let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
+    let (account, creds) = builder
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            acme.directory_url().to_string(),
+            None,
+        )
+        .await
+        .map_err(|e| format!("ACME directory {}: {}", acme.directory_url(), problem(e)))?;
+    let json = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
+    write_private(&path, &json)
+        .map_err(|e| format!("cannot store the ACME account in {}: {e}", path.display()))?;
+    tracing::info!("ACME: new account at {}", acme.directory_url());
+    Ok(account)
+}
+
+/// The TLS-ALPN-01 answer for `domain` (RFC 8737): a self-signed
+/// certificate carrying the key authorization's digest.
+fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<rustls::sign::CertifiedKey, String> {
+    let mut params =
+        rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(|e| e.to_string())?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
+    tls::certified_key_from_der(vec![cert.der().clone()], der).map_err(|e| e.to_string())
+}
+
+/// One order, from account to stored certificate.
+async fn obtain(app: &App, config: &Config, live: &LiveCert) -> Result<ServedCert, String> {
+    let acme = &config.tls.acme;
+    let account = account(config).await?;
+    let ids: Vec<Identifier> = acme
+        .domains
+        .iter()
+        .map(|d| Identifier::Dns(d.clone()))
+        .collect();
+    let mut order = account
+        .new_order(&NewOrder::new(&ids))
+        .await
+        .map_err(problem)?;
+    let kind = match acme.challenge {
+        AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        AcmeChallenge::Http01 => ChallengeType::Http01,
+    };
+    let mut answered: Vec<(String, String)> = Vec::new();
+    let result = async {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(problem)?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(format!("authorization is {other:?}")),
+            }
+            let mut challenge = authz
+                .challenge(kind.clone())
+                .ok_or_else(|| format!("the CA offers no {kind:?} challenge"))?;
+            let domain = challenge.identifier().to_string();
+            let key_auth = challenge.key_authorization();
+            match acme.challenge {
+                AcmeChallenge::TlsAlpn01 => {
+                    let cert = alpn_certificate(&domain, key_auth.digest().as_ref())?;
+                    live.set_challenge(&domain, Some(Arc::new(cert)));
+                }
+                AcmeChallenge::Http01 => {
+                    app.acme
+                        .set_http_answer(&challenge.token, Some(key_auth.as_str().to_string()));
+                }
+            }
+            answered.push((domain, challenge.token.clone()));
+            challenge.set_ready().await.map_err(problem)?;
+        }
+        let retry = RetryPolicy::new().timeout(Duration::from_secs(90));
+        let status = order.poll_ready(&retry).await.map_err(problem)?;
+        if status != OrderStatus::Ready {
+            return Err(format!(
+                "order {status:?}: {}",
+                order_errors(&mut order).await
+            ));
+        }
+        let key_pem = order.finalize().await.map_err(problem)?;
+        let chain_pem = order.poll_certificate(&retry).await.map_err(problem)?;
+        Ok((key_pem, chain_pem))
+    }
+    .await;
+    for (domain, token) in &answered {
+        live.set_challenge(domain, None);
+        app.acme.set_http_answer(token, None);
+    }
+    let (key_pem, chain_pem) = result?;
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CA sent an unreadable certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("unreadable order key: {e}"))?;
+    let certified = tls::certified_key_from_der(chain, key).map_err(|e| e.to_string())?;
+    write_private(&key_path(config), key_pem.as_bytes())
+        .and_then(|()| write_private(&cert_path(config), chain_pem.as_bytes()))
+        .map_err(|e| {
+            format!(
+                "cannot store the certificate in {}: {e}",
+                acme_dir(config).display()
+            )
+        })?;
+    Ok(stored(certified, config))
+}
+
+/// The CA's reasons for a failed order, from its authorizations.
+async fn order_errors(order: &mut instant_acme::Order) -> String {
+    let mut out = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(authz)) = authorizations.next().await {
+        for c in &authz.challenges {
+            if let Some(p) = &c.error {
+                out.push(format!(
+                    "{}: {}",
+                    authz.identifier(),
+                    p.detail
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", p.r#type))
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        "the CA gave no reason".into()
+    } else {
+        out.join("; ")
+    }
+}
+
+/// Serves one plain-HTTP listener of `tls.acme.http_listen`: HTTP-01
+/// answers, and a redirect to https for everything else.
+pub async fn serve_http(app: Arc<App>, listener: TcpListener) {
+    // Unauthenticated and plain: few connections, short deadlines.
+    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(http_answer(&app, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(false)
+                .max_buf_size(16 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
+}
+
+fn http_answer<B>(app: &App, req: &http::Request<B>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if let Some(token) = path.strip_prefix("/.well-known/acme-challenge/") {
+        if let Some(answer) = app.acme.http_answer(token) {
+            let mut resp = Response::new(Full::new(Bytes::from(answer)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/octet-stream"),
+            );
+            return resp;
+        }
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"no such challenge\n")));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        return resp;
+    }
+    let settings = app.settings();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string())
+        .filter(|h| {
+            settings
+                .config
+                .tls
+                .acme
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(h))
+        })
+        .or_else(|| settings.config.tls.acme.domains.first().cloned());
+    let port = settings
+        .config
+        .server
+        .listen
+        .0
+        .first()
+        .map_or(443, |a| a.port());
+    let authority = match (host, port) {
+        (Some(h), 443) => h,
+        (Some(h), p) => format!("{h}:{p}"),
+        (None, _) => "localhost".into(),
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{authority}{target}");
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}

@@ -1,0 +1,566 @@
+//! ACME against Debian's Pebble (a real ACME CA for tests) and
+//! pebble-challtestsrv (DNS answering 127.0.0.1 for the test domains), all on
+//! loopback: notebookd gets a certificate for `nb.test` through TLS-ALPN-01
+//! and through HTTP-01, a client trusting only Pebble's root accepts it, a
+//! CA that is down at start leaves the service up on its temporary
+//! certificate until the CA is back, and a failed validation is a clear
+//! status line.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+
+use crate::nbctl::nbctl;
+use crate::support::{Notebookd, Options, certs, free_port, missing_tool, rustls_client_trusting};
+
+const DOMAIN: &str = "nb.test";
+
+fn pebble_installed() -> bool {
+    let found = ["pebble", "pebble-challtestsrv"].iter().all(|p| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !found {
+        missing_tool(
+            "pebble and pebble-challtestsrv",
+            "apt-get install pebble (tests/setup/acme.sh; ./dev test installs it)",
+        );
+    }
+    found
+}
+
+/// A Pebble CA and its DNS server, on ports picked here; stopped when dropped.
+struct Pebble {
+    dir: tempfile::TempDir,
+    acme_port: u16,
+    management_port: u16,
+    dns_port: u16,
+    dns_management_port: u16,
+    children: Vec<Child>,
+}
+
+impl Pebble {
+    /// Picks the ports; nothing runs yet.
+    fn reserve() -> Pebble {
+        Pebble {
+            dir: tempfile::tempdir().unwrap(),
+            acme_port: free_port(),
+            management_port: free_port(),
+            dns_port: free_port(),
+            dns_management_port: free_port(),
+            children: Vec::new(),
+        }
+    }
+
+    fn directory(&self) -> String {
+        format!("https://localhost:{}/dir", self.acme_port)
+    }
+
+    /// Starts both; Pebble validates on `tls_port` (TLS-ALPN-01) and
+    /// `http_port` (HTTP-01) of the address the DNS server gives.
+    fn start(&mut self, tls_port: u16, http_port: u16, validity_secs: Option<u64>) {
+        let dns = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{}", self.dns_port)])
+            .args([
+                "-management",
+                &format!("127.0.0.1:{}", self.dns_management_port),
+            ])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        self.children.push(dns);
+        let mut pebble = serde_json::json!({
+            "listenAddress": format!("127.0.0.1:{}", self.acme_port),
+            "managementListenAddress": format!("127.0.0.1:{}", self.management_port),
+            "certificate": certs().cert(),
+            "privateKey": certs().key(),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        });
+        if let Some(v) = validity_secs {
+            pebble["certificateValidityPeriod"] = v.into();
+        }
+        let config = self.dir.path().join("pebble.json");
+        std::fs::write(&config, serde_json::json!({ "pebble": pebble }).to_string()).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("pebble.log")).unwrap();
+        let ca = Command::new("pebble")
+            .arg("-config")
+            .arg(&config)
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start pebble");
+        self.children.push(ca);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get(&self.directory()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "pebble did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&certs().ca_pem()).unwrap())
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    fn get(&self, url: &str) -> Result<String, String> {
+        let resp = Pebble::client()
+            .get(url)
+            .send()
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(resp.status().to_string());
+        }
+        resp.text().map_err(|e| e.to_string())
+    }
+
+    /// Makes the DNS server answer `host` with `ip`.
+    fn add_a(&self, host: &str, ip: &str) {
+        let resp = Pebble::client()
+            .post(format!(
+                "http://127.0.0.1:{}/add-a",
+                self.dns_management_port
+            ))
+            .json(&serde_json::json!({"host": host, "addresses": [ip]}))
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "add-a: {}", resp.status());
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn acme_section(pebble: &Pebble, domain: &str, challenge: &str, http_port: u16) -> String {
+    format!(
+        "[tls.acme]\nenabled = true\ndomains = [\"{domain}\"]\ncontact = [\"mailto:admin@{domain}\"]\n\
+         directory = \"{dir}\"\nca_bundle = \"{ca}\"\nchallenge = \"{challenge}\"\n\
+         http_listen = [\"127.0.0.1:{http_port}\"]\n",
+        dir = pebble.directory(),
+        ca = certs().ca().display(),
+    )
+}
+
+/// The serial and issuer of the certificate a new connection to `port`
+/// gets for `name`, verified with `client`.
+async fn handshake(
+    port: u16,
+    name: &str,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<(String, String), String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, x509) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    Ok((
+        x509.raw_serial_as_string().replace(':', "").to_uppercase(),
+        x509.issuer().to_string(),
+    ))
+}
+
+/// A rustls client config that accepts any certificate (to look at what a
+/// server serves before anything trusts it).
+fn accept_anything() -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct Anything;
+    impl rustls::client::danger::ServerCertVerifier for Anything {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Anything))
+            .with_no_client_auth(),
+    )
+}
+
+/// Waits until a client trusting only Pebble's root completes a handshake
+/// for `nb.test`; returns the served serial.
+async fn wait_pebble_certificate(
+    n: &Notebookd,
+    port: u16,
+    pebble: &Pebble,
+    timeout: Duration,
+) -> String {
+    let client = rustls_client_trusting(&pebble_root(pebble).await);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match handshake(port, DOMAIN, client.clone()).await {
+            Ok((serial, _)) => return serial,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no Pebble certificate within {timeout:?} ({e}); notebookd log:\n{}\npebble log:\n{}",
+                n.log_text(),
+                pebble.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn pebble_root(pebble: &Pebble) -> Vec<u8> {
+    let url = format!("https://localhost:{}/roots/0", pebble.management_port);
+    blocking(move || {
+        Pebble::client()
+            .get(url)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.bytes())
+            .expect("pebble's root")
+            .to_vec()
+    })
+    .await
+}
+
+async fn status_json(n: &Notebookd) -> serde_json::Value {
+    let config = n.config_path();
+    blocking(move || {
+        let out = nbctl(&config, &["status", "--json"]);
+        serde_json::from_str(&out.stdout).unwrap()
+    })
+    .await
+}
+
+fn assert_private(path: &Path) {
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+}
+
+async fn obtains_through(challenge: &str) {
+    if !pebble_installed() {
+        return;
+    }
+    let port = free_port();
+    let http_port = free_port();
+    let pebble = blocking(move || {
+        let mut p = Pebble::reserve();
+        p.start(port, http_port, None);
+        p
+    })
+    .await;
+    let n = Notebookd::start_with(Options {
+        listen: Some(format!("\"127.0.0.1:{port}\"")),
+        extra: acme_section(&pebble, DOMAIN, challenge, http_port),
+        ..Default::default()
+    });
+    // Pebble validates on `port`, chosen before notebookd: this instance
+    // listens there (n.port is unused).
+    let serial = wait_pebble_certificate(&n, port, &pebble, Duration::from_secs(60)).await;
+    n.wait_log("ACME: new certificate for nb.test", Duration::from_secs(10));
+
+    let acme = n.state_dir().join("acme");
+    assert_private(&acme.join("key.pem"));
+    assert_private(&acme.join("cert.pem"));
+    let account = std::fs::read_dir(&acme)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("account-"))
+        .expect("an account file");
+    assert_private(&account.path());
+
+    let s = status_json(&n).await;
+    assert_eq!(s["acme"]["state"], "valid", "{s}");
+    assert_eq!(s["acme"]["challenge"], challenge, "{s}");
+    assert_eq!(s["tls"]["certificate"]["serial"], serial, "{s}");
+    assert!(
+        s["tls"]["certificate"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("ACME ("),
+        "{s}"
+    );
+
+    // nbctl: where the served certificate came from, the ACME state, and a forced renewal.
+    let config = n.config_path();
+    let (show, acme_out, renew) = blocking(move || {
+        let show = nbctl(&config, &["cert", "show"]);
+        let acme = nbctl(&config, &["cert", "acme"]);
+        let renew = nbctl(&config, &["cert", "acme", "--renew"]);
+        (show, acme, renew)
+    })
+    .await;
+    assert!(
+        show.stdout.contains("served now: ACME ("),
+        "{}",
+        show.text()
+    );
+    assert!(show.stdout.contains(&serial), "{}", show.text());
+    acme_out.expect(0, &["certificate for nb.test from", &serial]);
+    renew.expect(0, &["ordering a new certificate"]);
+    let client = rustls_client_trusting(&pebble_root(&pebble).await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handshake(port, DOMAIN, client.clone()).await.unwrap().0 == serial {
+        assert!(Instant::now() < deadline, "no renewal: {}", n.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    if challenge == "http-01" {
+        // Everything but a challenge is sent to https, to a configured name only.
+        let url = format!("http://127.0.0.1:{http_port}/tree?x=1");
+        let (status, location) = blocking(move || {
+            let plain = reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap();
+            let resp = plain
+                .get(url)
+                .header("Host", "evil.example")
+                .send()
+                .unwrap();
+            let location = resp.headers()["location"].to_str().unwrap().to_string();
+            (resp.status(), location)
+        })
+        .await;
+        assert_eq!(status, 301);
+        assert_eq!(location, format!("https://{DOMAIN}:{port}/tree?x=1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_through_tls_alpn_01() {
+    obtains_through("tls-alpn-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_through_http_01_and_the_plain_listener_redirects() {
+    obtains_through("http-01").await;
+}
+
+async fn wait_failing(n: &Notebookd) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status_json(n).await;
+        if s["acme"]["state"] == "failing" {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ACME never reported a failure: {s}\n{}",
+            n.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The CA is down at start: the service is up at once on a temporary
+/// self-signed certificate, status says what failed and when it retries,
+/// and once the CA is up the real certificate replaces it without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn ca_down_at_start_then_back() {
+    if !pebble_installed() {
+        return;
+    }
+    let port = free_port();
+    let http_port = free_port();
+    let pebble = Pebble::reserve();
+    let n = Notebookd::start_with(Options {
+        listen: Some(format!("\"127.0.0.1:{port}\"")),
+        extra: acme_section(&pebble, DOMAIN, "tls-alpn-01", http_port),
+        ..Default::default()
+    });
+    let (_, issuer) = handshake(port, DOMAIN, accept_anything())
+        .await
+        .expect("serving at once");
+    assert_eq!(
+        issuer,
+        format!("CN={DOMAIN}"),
+        "a temporary self-signed certificate"
+    );
+
+    let s = wait_failing(&n).await;
+    let acme = &s["acme"];
+    assert!(
+        acme["last_error"].as_str().unwrap().contains("localhost"),
+        "{s}"
+    );
+    assert!(acme["hint"].as_str().unwrap().contains("reachable"), "{s}");
+    assert!(acme["next_attempt"].as_i64().unwrap() > acme["last_error_at"].as_i64().unwrap());
+    assert!(
+        s["tls"]["certificate"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("temporary"),
+        "{s}"
+    );
+    let config = n.config_path();
+    let text = blocking(move || nbctl(&config, &["status"]).stdout).await;
+    assert!(text.contains("FAILING for nb.test"), "{text}");
+    assert!(text.contains("next try at"), "{text}");
+
+    let pebble = blocking(move || {
+        let mut p = pebble;
+        p.start(port, http_port, None);
+        p
+    })
+    .await;
+    // The first retry comes 15 s after the first failure.
+    wait_pebble_certificate(&n, port, &pebble, Duration::from_secs(90)).await;
+    let s = status_json(&n).await;
+    assert_eq!(s["acme"]["state"], "valid", "{s}");
+}
+
+/// A validation the CA cannot complete (the name resolves to an address
+/// where nothing answers) is refused; the status line names the domain,
+/// the CA's reason and what to check; the temporary certificate stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_order_is_a_clear_status_line() {
+    if !pebble_installed() {
+        return;
+    }
+    let port = free_port();
+    let http_port = free_port();
+    let pebble = blocking(move || {
+        let mut p = Pebble::reserve();
+        p.start(port, http_port, None);
+        p.add_a("wrong.test", "127.0.0.2");
+        p
+    })
+    .await;
+    let n = Notebookd::start_with(Options {
+        listen: Some(format!("\"127.0.0.1:{port}\"")),
+        extra: acme_section(&pebble, "wrong.test", "tls-alpn-01", http_port),
+        ..Default::default()
+    });
+    let s = wait_failing(&n).await;
+    let error = s["acme"]["last_error"].as_str().unwrap();
+    // The CA's own reason: where it tried to connect.
+    assert!(error.contains("127.0.0.2"), "{s}");
+    assert!(
+        s["acme"]["hint"].as_str().unwrap().contains("port 443"),
+        "{s}"
+    );
+    let (_, issuer) = handshake(port, "wrong.test", accept_anything())
+        .await
+        .unwrap();
+    assert_eq!(issuer, "CN=wrong.test", "the temporary certificate stays");
+    let config = n.config_path();
+    let text = blocking(move || nbctl(&config, &["status"]).stdout).await;
+    assert!(text.contains("FAILING for wrong.test"), "{text}");
+    assert!(
+        text.contains("check that the CA reaches this machine on port 443"),
+        "{text}"
+    );
+}
+
+/// Pebble issuing 30-second certificates: notebookd renews each when a
+/// third of its lifetime is left, and new connections get the new serial
+/// without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn short_lived_certificates_are_renewed() {
+    if !pebble_installed() {
+        return;
+    }
+    let port = free_port();
+    let http_port = free_port();
+    let pebble = blocking(move || {
+        let mut p = Pebble::reserve();
+        p.start(port, http_port, Some(30));
+        p
+    })
+    .await;
+    let n = Notebookd::start_with(Options {
+        listen: Some(format!("\"127.0.0.1:{port}\"")),
+        extra: acme_section(&pebble, DOMAIN, "tls-alpn-01", http_port),
+        ..Default::default()
+    });
+    let first = wait_pebble_certificate(&n, port, &pebble, Duration::from_secs(60)).await;
+    let s = status_json(&n).await;
+    let renew_at = s["acme"]["renew_at"].as_i64().unwrap();
+    let not_after = s["tls"]["certificate"]["not_after_unix"].as_i64().unwrap();
+    assert!(
+        (9..=11).contains(&(not_after - renew_at)),
+        "renewal a third of 30 s before expiry: {s}"
+    );
+    let client = rustls_client_trusting(&pebble_root(&pebble).await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (serial, _) = handshake(port, DOMAIN, client.clone()).await.unwrap();
+        if serial != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not renewed: {}", n.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(count_orders(&n) >= 2, "{}", n.log_text());
+}
+
+fn count_orders(n: &Notebookd) -> usize {
+    n.log_text().matches("ACME: ordering").count()
+}
