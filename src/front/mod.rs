@@ -16,6 +16,7 @@ pub mod login;
 pub mod pages;
 pub mod proxy;
 pub mod route;
+pub mod splice;
 pub mod target;
 pub mod tls;
 pub mod workers;
