@@ -363,6 +363,22 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     }
     rows.push(row);
     let mut row = Row::new(
+        "RSS of the front per idle WebSocket, first memory round, KiB",
+        "lower",
+        1,
+    );
+    for v in [Via::Nginx, Via::Notebookd] {
+        row = row.set(
+            v,
+            r.memory.get(&v).and_then(|m| {
+                let during = m.rounds.first()?.during?;
+                let n = plan.memory_sockets.max(1) as f64;
+                Some((during.rss_kib as f64 - m.fresh.rss_kib as f64) / n)
+            }),
+        );
+    }
+    rows.push(row);
+    let mut row = Row::new(
         "largest RSS after a load ÷ RSS at start (memory rounds)",
         "lower",
         2,
