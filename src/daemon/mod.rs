@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 mod check;
 pub mod control;
 pub mod logging;
+pub mod memory;
 pub mod reload;
 pub mod systemd;
 
@@ -110,6 +111,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.server.runtime_dir.display()
         )
     })?;
+    tokio::spawn(memory::release_after_closes(app.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(supervisor.clone(), interval));
     }
