@@ -141,6 +141,7 @@ impl Via {
     }
 }
 
+#[derive(Clone)]
 enum Addr {
     Unix(PathBuf),
     Tls(u16),
@@ -148,6 +149,7 @@ enum Addr {
 
 /// One way to Jupyter, with a browser's session on it: cookies (notebookd's
 /// session, Jupyter's `_xsrf`), a kernel and a terminal.
+#[derive(Clone)]
 pub struct Target {
     pub via: Via,
     addr: Addr,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use client::{Target, Via};
-use measure::{DownloadRun, HandshakeRun, IdleSockets, LoadRun};
+use measure::{DownloadRun, HandshakeRun, IdleSockets, LoadRun, MemoryRound, MemoryRounds};
 use stack::Stack;
 
 /// How much of everything to do.
@@ -48,10 +48,17 @@ pub struct Plan {
     pub handshake_limit: Duration,
     pub idle_sockets: usize,
     pub idle_limit: Duration,
+    /// Memory rounds: this many rounds of this many idle WebSockets, then
+    /// `Connection: close` requests, then downloads at once.
+    pub memory_socket_rounds: usize,
+    pub memory_sockets: usize,
+    pub close_requests: usize,
+    pub close_concurrency: usize,
+    pub parallel_downloads: usize,
 }
 
 /// The parts of a run, in order.
-pub const PARTS: [&str; 5] = ["sockets", "api", "rtt", "download", "handshakes"];
+pub const PARTS: [&str; 6] = ["memory", "sockets", "api", "rtt", "download", "handshakes"];
 
 impl Plan {
     pub fn wants(&self, part: &str) -> bool {
@@ -81,6 +88,11 @@ impl Plan {
             handshake_limit: Duration::from_secs(30),
             idle_sockets: 256,
             idle_limit: Duration::from_secs(120),
+            memory_socket_rounds: 3,
+            memory_sockets: 1000,
+            close_requests: 10_000,
+            close_concurrency: 8,
+            parallel_downloads: 4,
         }
     }
 
@@ -94,6 +106,8 @@ impl Plan {
             download_bytes: 128 << 20,
             handshakes: 200,
             idle_sockets: 32,
+            memory_sockets: 100,
+            close_requests: 500,
             ..Plan::full()
         }
     }
@@ -109,6 +123,8 @@ pub struct Results {
     pub idle_start: BTreeMap<Via, procfs::Memory>,
     pub idle_end: BTreeMap<Via, procfs::Memory>,
     pub sockets: BTreeMap<Via, IdleSockets>,
+    pub memory: BTreeMap<Via, MemoryRounds>,
+    pub startup: stack::Startup,
     pub api: BTreeMap<Via, Vec<LoadRun>>,
     pub rtt: BTreeMap<Via, Vec<Duration>>,
     pub downloads: BTreeMap<Via, Vec<DownloadRun>>,
@@ -258,6 +274,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
         ..Results::default()
     };
     r.machine = report::machine(&stack.versions(venv));
+    r.startup = stack.startup;
 
     let mut direct = Target::unix(
         stack.jupyter_socket.clone(),
@@ -289,6 +306,14 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
     nginx.open_session(None).await?;
     nbd.open_session(Some(&stack.password)).await?;
     let targets = [&direct, &nginx, &nbd];
+
+    if plan.wants("memory") {
+        r.load.push(("memory rounds", procfs::loadavg()));
+        for t in [&nginx, &nbd] {
+            let rounds = memory_rounds(plan, stack, t, r.idle_start[&t.via]).await?;
+            r.memory.insert(t.via, rounds);
+        }
+    }
 
     if plan.wants("sockets") {
         r.load.push(("idle WebSockets", procfs::loadavg()));
@@ -411,6 +436,80 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
         p.check_alive()?;
     }
     Ok(r)
+}
+
+/// The front's memory after each load of the memory rounds, once the
+/// load's connections closed.
+async fn memory_rounds(
+    plan: &Plan,
+    stack: &Stack,
+    t: &Target,
+    fresh: procfs::Memory,
+) -> Result<MemoryRounds> {
+    let settle = Duration::from_secs(10);
+    let mut out = MemoryRounds {
+        fresh,
+        rounds: Vec::new(),
+    };
+    for round in 0..plan.memory_socket_rounds {
+        eprintln!(
+            "==> {}: memory round {}: {} idle WebSockets opened and closed",
+            t.via.name(),
+            round + 1,
+            plan.memory_sockets
+        );
+        let s = measure::idle_websockets(t, plan.memory_sockets, plan.idle_limit).await?;
+        out.rounds.push(MemoryRound {
+            load: format!(
+                "{} idle WebSockets (round {})",
+                plan.memory_sockets,
+                round + 1
+            ),
+            during: Some(s.front_after),
+            after: measure::settled_memory(&t.front_pids, settle).await?,
+        });
+    }
+    eprintln!(
+        "==> {}: {} Connection: close requests",
+        t.via.name(),
+        plan.close_requests
+    );
+    let done = measure::close_requests(
+        t,
+        plan.close_requests,
+        plan.close_concurrency,
+        plan.api_limit * 5,
+    )
+    .await?;
+    out.rounds.push(MemoryRound {
+        load: format!("{done} `Connection: close` requests"),
+        during: None,
+        after: measure::settled_memory(&t.front_pids, settle).await?,
+    });
+    measure::warm_file(t, stack::BIG_FILE).await?;
+    eprintln!(
+        "==> {}: {} downloads at once",
+        t.via.name(),
+        plan.parallel_downloads
+    );
+    measure::parallel_downloads(
+        t,
+        stack::BIG_FILE,
+        stack.big_file_bytes,
+        plan.parallel_downloads,
+        plan.download_limit * plan.parallel_downloads as u32,
+    )
+    .await?;
+    out.rounds.push(MemoryRound {
+        load: format!(
+            "{} downloads of {} MiB at once",
+            plan.parallel_downloads,
+            stack.big_file_bytes >> 20
+        ),
+        during: None,
+        after: measure::settled_memory(&t.front_pids, settle).await?,
+    });
+    Ok(out)
 }
 
 /// `items` starting at `rep` (mod len): each path goes first in some runs,

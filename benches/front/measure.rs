@@ -468,3 +468,116 @@ pub async fn handshakes(
         negotiated,
     })
 }
+
+/// Resident memory of the front after loads, once their connections closed:
+/// does memory come back?
+#[derive(Debug, Clone, Default)]
+pub struct MemoryRounds {
+    pub fresh: procfs::Memory,
+    pub rounds: Vec<MemoryRound>,
+}
+
+/// One load of the memory rounds.
+#[derive(Debug, Clone)]
+pub struct MemoryRound {
+    pub load: String,
+    /// While the load's connections were open (idle WebSockets only).
+    pub during: Option<procfs::Memory>,
+    /// After they closed and the front settled.
+    pub after: procfs::Memory,
+}
+
+/// Reads the front's memory once it stops changing: closed connections are
+/// torn down in the kernel and in the front a little after the client
+/// closes them. At most `limit`.
+pub async fn settled_memory(pids: &[u32], limit: Duration) -> Result<procfs::Memory> {
+    let deadline = Instant::now() + limit;
+    let mut last = procfs::memory(pids)?;
+    let mut steady = 0;
+    while steady < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = procfs::memory(pids)?;
+        steady = if now.rss_kib.abs_diff(last.rss_kib) <= 64 {
+            steady + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Ok(last)
+}
+
+/// `total` requests, each on a new TLS connection that the client asks to
+/// close (`Connection: close`), `concurrency` at a time.
+pub async fn close_requests(
+    target: &Target,
+    total: usize,
+    concurrency: usize,
+    limit: Duration,
+) -> Result<usize> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + limit;
+    let req = target
+        .request(Method::GET, "/api/status")
+        .header(header::CONNECTION, "close")
+        .body(())?;
+    let (parts, ()) = req.into_parts();
+    let target = Arc::new(target.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, done, parts, target) =
+            (next.clone(), done.clone(), parts.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+                let (mut sender, mut conn) = target.http_inline().await?;
+                let req = http::Request::from_parts(parts.clone(), Full::new(Bytes::new()));
+                let exchange = async {
+                    let resp = sender.send_request(req).await?;
+                    let status = resp.status();
+                    resp.into_body().collect().await?;
+                    if status != StatusCode::OK {
+                        bail!("GET /api/status answered {status}");
+                    }
+                    Ok(())
+                };
+                tokio::time::timeout(Duration::from_secs(30), alongside(&mut conn, exchange))
+                    .await
+                    .context("a Connection: close request took longer than 30s")??;
+                // The server closes: read to its end.
+                if let Some(c) = conn {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed))
+}
+
+/// `n` downloads of `file` at once, each on its own connection.
+pub async fn parallel_downloads(
+    target: &Target,
+    file: &str,
+    expect: u64,
+    n: usize,
+    limit: Duration,
+) -> Result<()> {
+    let target = Arc::new(target.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let target = target.clone();
+        let file = file.to_string();
+        tasks.push(tokio::spawn(async move {
+            download(&target, &file, expect, limit).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}

@@ -347,6 +347,63 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         row = row.set(v, per_ws(v, false));
     }
     rows.push(row);
+    // Memory rounds: the largest RSS once a load's connections closed.
+    let worst_after = |via: Via| {
+        r.memory
+            .get(&via)
+            .and_then(|m| m.rounds.iter().map(|x| x.after.rss_kib).max())
+    };
+    let mut row = Row::new(
+        "largest RSS of the front after a load of the memory rounds, connections closed, MiB",
+        "lower",
+        1,
+    );
+    for v in [Via::Nginx, Via::Notebookd] {
+        row = row.set(v, worst_after(v).map(mib));
+    }
+    rows.push(row);
+    let mut row = Row::new(
+        "RSS of the front per idle WebSocket, first memory round, KiB",
+        "lower",
+        1,
+    );
+    for v in [Via::Nginx, Via::Notebookd] {
+        row = row.set(
+            v,
+            r.memory.get(&v).and_then(|m| {
+                let during = m.rounds.first()?.during?;
+                let n = plan.memory_sockets.max(1) as f64;
+                Some((during.rss_kib as f64 - m.fresh.rss_kib as f64) / n)
+            }),
+        );
+    }
+    rows.push(row);
+    let mut row = Row::new(
+        "largest RSS after a load ÷ RSS at start (memory rounds)",
+        "lower",
+        2,
+    );
+    for v in [Via::Nginx, Via::Notebookd] {
+        row = row.set(
+            v,
+            r.memory
+                .get(&v)
+                .and_then(|m| worst_after(v).map(|w| w as f64 / m.fresh.rss_kib.max(1) as f64)),
+        );
+    }
+    rows.push(row);
+
+    let mut row = Row::new(
+        "start: process start to READY, minus Jupyter's own start to answering, ms",
+        "lower",
+        0,
+    );
+    let own = ms(r.startup.notebookd) - ms(r.startup.jupyter);
+    row = row.set(
+        Via::Notebookd,
+        Some(own).filter(|_| !r.startup.notebookd.is_zero()),
+    );
+    rows.push(row);
 
     o.push_str("## Summary\n\n");
     o.push_str(
@@ -518,8 +575,67 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         );
     }
 
+    if !r.memory.is_empty() {
+        memory_rounds(o, plan, r);
+    }
+
+    o.push_str("\n### 7. Start\n\n");
+    let _ = writeln!(
+        o,
+        "From spawning the process until notebookd logged that it is ready (it\n\
+         sends READY=1 then: its Jupyter child answered `GET /api`), and until\n\
+         the direct Jupyter, started the same way, answered `GET /api/status`;\n\
+         both polled every 5 ms. The difference is what notebookd adds (config,\n\
+         TLS files, finding the Jupyter flavour, noticing readiness).\n\n\
+         | notebookd to READY, ms | Jupyter alone to answering, ms | difference, ms |\n\
+         |---:|---:|---:|\n\
+         | {} | {} | {} |",
+        num(ms(r.startup.notebookd), 0),
+        num(ms(r.startup.jupyter), 0),
+        num(own, 0),
+    );
+
     o.push_str(METHOD);
     out
+}
+
+/// Section 6: does memory come back after loads?
+fn memory_rounds(o: &mut String, plan: &Plan, r: &Results) {
+    o.push_str("\n### 6. Memory after load\n\n");
+    let _ = writeln!(
+        o,
+        "The front's RSS at start, then after each load once its connections\n\
+         closed and the RSS stopped changing (at most 10 s): {} rounds of {}\n\
+         idle terminal WebSockets opened (greeted), then closed; {} requests\n\
+         (`GET /api/status`), each on a new TLS connection with\n\
+         `Connection: close`, {} at a time; {} downloads of the big file at once.\n\
+         The loads run in this order, first through nginx, then through notebookd.\n",
+        plan.memory_socket_rounds,
+        plan.memory_sockets,
+        plan.close_requests,
+        plan.close_concurrency,
+        plan.parallel_downloads,
+    );
+    o.push_str("| path | load | RSS with the WebSockets open, MiB | RSS after, MiB | after ÷ at start |\n|---|---|---:|---:|---:|\n");
+    for (via, m) in &r.memory {
+        let _ = writeln!(
+            o,
+            "| {} | at start | — | {} | 1.00× |",
+            via.name(),
+            num(mib(m.fresh.rss_kib), 1)
+        );
+        for x in &m.rounds {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {:.2}× |",
+                via.name(),
+                x.load,
+                x.during.map_or("—".into(), |d| num(mib(d.rss_kib), 1)),
+                num(mib(x.after.rss_kib), 1),
+                x.after.rss_kib as f64 / m.fresh.rss_kib.max(1) as f64,
+            );
+        }
+    }
 }
 
 const METHOD: &str = r#"

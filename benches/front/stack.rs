@@ -205,6 +205,7 @@ impl Certs {
 
 /// The running stack.
 pub struct Stack {
+    pub startup: Startup,
     pub big_file_bytes: u64,
     pub certs: Certs,
     pub tls: TlsConnector,
@@ -220,6 +221,15 @@ pub struct Stack {
     pub nginx_port_rsa: u16,
     /// Last: removed only after the processes above have stopped.
     _dir: tempfile::TempDir,
+}
+
+/// How long each took from its process start to serving.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Startup {
+    /// notebookd: until it logged that it is ready (after its Jupyter answered).
+    pub notebookd: Duration,
+    /// The direct Jupyter, started like notebookd's child: until it answered.
+    pub jupyter: Duration,
 }
 
 pub struct Versions {
@@ -274,6 +284,7 @@ impl Stack {
         );
         let config_path = d.join("nb/notebook.toml");
         std::fs::write(&config_path, config)?;
+        let notebookd_spawned = Instant::now();
         let mut notebookd = Proc::spawn(
             "notebookd",
             wrapped(
@@ -294,6 +305,7 @@ impl Stack {
             Ok(std::fs::read_to_string(&notebookd.log)?.contains("notebookd is ready"))
         })
         .await?;
+        let notebookd_start = notebookd_spawned.elapsed();
 
         // The second Jupyter: notebookd's child's own command line and config file,
         // pointed at another socket.
@@ -337,6 +349,7 @@ impl Stack {
                 }
             })
             .collect();
+        let jupyter_spawned = Instant::now();
         let mut jupyter = Proc::spawn(
             "Jupyter (direct)",
             Command::new(program)
@@ -359,6 +372,10 @@ impl Stack {
             },
         )
         .await?;
+        let startup = Startup {
+            notebookd: notebookd_start,
+            jupyter: jupyter_spawned.elapsed(),
+        };
 
         eprintln!("==> starting nginx");
         let nginx_dir = d.join("nginx");
@@ -403,6 +420,7 @@ impl Stack {
         }
 
         Ok(Stack {
+            startup,
             big_file_bytes,
             certs,
             tls,
@@ -596,7 +614,10 @@ http {{
     )
 }
 
-/// Polls `ready` every 100 ms until it says yes, fails, or `limit` passes.
+/// How often start-up is polled: often enough to time it to a few ms.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Polls `ready` every few ms until it says yes, fails, or `limit` passes.
 async fn wait_for(
     what: &str,
     limit: Duration,
@@ -607,7 +628,7 @@ async fn wait_for(
         if ready()? {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     }
     bail!("timed out after {limit:?} waiting for {what}")
 }
@@ -632,7 +653,7 @@ where
             Ok(status) => last = format!("HTTP {status}"),
             Err(e) => last = format!("{e:#}"),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(POLL).await;
     }
     bail!(
         "timed out after {limit:?} waiting for {what} ({last}); its log:\n{}",

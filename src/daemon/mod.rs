@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 mod check;
 pub mod control;
 pub mod logging;
+pub mod memory;
 pub mod reload;
 pub mod systemd;
 
@@ -124,6 +125,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             tokio::spawn(crate::front::acme::serve_http(app.clone(), listener));
         }
     }
+    tokio::spawn(memory::release_after_closes(app.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(supervisor.clone(), interval));
     }

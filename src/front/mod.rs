@@ -21,13 +21,14 @@ pub mod pages;
 pub mod plain_http;
 pub mod proxy;
 pub mod route;
+pub mod splice;
 pub mod target;
 pub mod tls;
 pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -118,6 +119,8 @@ pub struct App {
     jupyter: watch::Receiver<JupyterStatus>,
     pub started: Instant,
     connections: AtomicUsize,
+    /// Served connections that ended (WebSockets: at their upgrade).
+    closed: AtomicU64,
 }
 
 impl App {
@@ -134,6 +137,7 @@ impl App {
             jupyter,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
+            closed: AtomicU64::new(0),
         }
     }
 
@@ -162,6 +166,12 @@ impl App {
         self.connections.fetch_add(1, Ordering::Relaxed);
         serve.await;
         self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many served connections have ended since the start.
+    pub fn closed_connections(&self) -> u64 {
+        self.closed.load(Ordering::Relaxed)
     }
 }
 

@@ -5,7 +5,7 @@
 //! it), hop-by-hop headers are dropped per RFC 9110 §7.6.1, and
 //! `X-Forwarded-*` say who the client is. WebSocket upgrades (kernels,
 //! terminals, events) are answered by Jupyter; the two upgraded streams are
-//! then spliced with `copy_bidirectional`.
+//! then spliced ([`super::splice`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,9 +25,6 @@ use tokio::net::UnixStream;
 
 use super::client::ClientInfo;
 use super::limits::ConnectionSlot;
-
-/// Splice buffers for upgraded connections: large enough for big kernel outputs.
-const SPLICE_BUFFER: usize = 64 * 1024;
 
 /// How long a connection to Jupyter may wait unused for the next client connection.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -313,13 +310,8 @@ impl Upstream {
                     counter.fetch_add(1, Ordering::Relaxed);
                     let mut down = TokioIo::new(down);
                     let mut up = TokioIo::new(up);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut down,
-                        &mut up,
-                        SPLICE_BUFFER,
-                        SPLICE_BUFFER,
-                    )
-                    .await;
+                    // No buffers held while the WebSocket is idle (see splice.rs).
+                    let _ = super::splice::splice(&mut down, &mut up).await;
                     counter.fetch_sub(1, Ordering::Relaxed);
                 });
                 // A 101 keeps its Connection/Upgrade headers: they are the point of it.

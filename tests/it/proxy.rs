@@ -293,3 +293,21 @@ async fn plain_http_when_tls_is_off() {
     let cookie = b.cookie("notebookd-session");
     assert!(cookie.is_some(), "a non-Secure cookie over plain HTTP");
 }
+
+/// A kernel output far larger than what one read of the WebSocket splice
+/// takes (64 KiB) arrives whole and in order: the bytes the client does not
+/// take at once wait in the splice, and none is lost or repeated.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_kernel_output_crosses_the_websocket_splice_intact() {
+    let n = Notebookd::start();
+    let b = n.logged_in().await;
+    let code = "print(''.join(f'{i:07d}' for i in range(300000)))";
+    let run = b
+        .run_in_new_kernel(code, crate::support::rustls_client())
+        .await;
+    assert_eq!(run.status, "ok", "{:?}", run.status);
+    let expected: String = (0..300_000).map(|i| format!("{i:07}")).collect();
+    let got = run.stdout.trim_end_matches('\n');
+    assert_eq!(got.len(), expected.len(), "2.1 MB of output, whole");
+    assert!(got == expected, "the output arrived in order");
+}
