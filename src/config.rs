@@ -180,6 +180,13 @@ pub struct Limits {
     pub max_headers: u32,
     /// Longest request target (path and query) in bytes.
     pub max_uri_bytes: u32,
+    /// Longest wait for the next bytes of a request body (`408` after it).
+    pub body_read_timeout: HumanDuration,
+    /// Longest wait for a client to take the next bytes of a response
+    /// (or WebSocket message); the connection is closed after it.
+    pub send_timeout: HumanDuration,
+    /// Open connections from one address (an IPv6 client: its /64) at once.
+    pub max_connections_per_client: u32,
 }
 
 impl Default for Limits {
@@ -191,6 +198,9 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
+            body_read_timeout: HumanDuration::secs(30),
+            send_timeout: HumanDuration::secs(60),
+            max_connections_per_client: 256,
         }
     }
 }
@@ -245,7 +255,7 @@ impl Config {
             }
         }
         let limits = &self.limits;
-        let ranges: [(&'static str, u32, u32, u32); 4] = [
+        let ranges: [(&'static str, u32, u32, u32); 5] = [
             (
                 "limits.max_connections",
                 limits.max_connections,
@@ -265,6 +275,12 @@ impl Config {
                 256,
                 1024 * 1024,
             ),
+            (
+                "limits.max_connections_per_client",
+                limits.max_connections_per_client,
+                1,
+                1_000_000,
+            ),
         ];
         for (key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -274,6 +290,8 @@ impl Config {
         let nonzero = [
             ("limits.header_read_timeout", limits.header_read_timeout),
             ("limits.keep_alive_timeout", limits.keep_alive_timeout),
+            ("limits.body_read_timeout", limits.body_read_timeout),
+            ("limits.send_timeout", limits.send_timeout),
             ("auth.session_lifetime", self.auth.session_lifetime),
             ("auth.session_idle_timeout", self.auth.session_idle_timeout),
             ("auth.login_window", self.auth.login_window),

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use super::client::ClientInfo;
 use super::headers::session_cookie;
+use super::limits::BodyDeadline;
 use super::target::check_path;
 use super::{App, Body, Settings, html, json, pages, redirect};
 use crate::auth::Verdict;
@@ -198,16 +199,29 @@ async fn post_login(
             ),
         );
     }
-    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    // The whole form within one body_read_timeout, before anything else:
+    // a client that announces a body and sends none holds nothing for long.
+    let deadline = req
+        .extensions()
+        .get::<BodyDeadline>()
+        .map_or(Duration::from_secs(30), |d| d.0);
+    let read = Limited::new(req.into_body(), MAX_FORM_BYTES).collect();
+    let body = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return html(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 pages::login(base, base, Some("The login form was too large.")),
             );
+        }
+        Err(_) => {
+            let mut resp = html(
+                StatusCode::REQUEST_TIMEOUT,
+                pages::login(base, base, Some("The login form took too long to arrive.")),
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
         }
     };
     let mut password = None;

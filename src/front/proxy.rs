@@ -24,7 +24,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use super::client::ClientInfo;
-use super::limits::ConnectionSlot;
+use super::limits::{BodyDeadline, ConnectionSlot, ProgressBody};
+
+/// What a request to Jupyter carries: the client's body, with its progress
+/// deadline (`limits.body_read_timeout`).
+type UpstreamBody = ProgressBody<Incoming>;
 
 /// Splice buffers for upgraded connections: large enough for big kernel outputs.
 const SPLICE_BUFFER: usize = 64 * 1024;
@@ -33,6 +37,9 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Unused connections to Jupyter kept for the next client connections.
 const MAX_IDLE: usize = 16;
+/// A request body's progress deadline when the request does not say
+/// (`limits.body_read_timeout`'s default).
+const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Jupyter's answers are read into buffers of up to this size.
 const MAX_READ_BUFFER: usize = 1024 * 1024;
 
@@ -50,7 +57,7 @@ pub struct Upstream {
 
 /// A connection to Jupyter whose client connection ended, kept for the next one.
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<UpstreamBody>,
     connection: JupyterConnection,
     since: Instant,
     /// The worker thread whose I/O driver watches its socket: only a client
@@ -66,6 +73,9 @@ pub enum ProxyError {
     Connect(String),
     #[error("Jupyter failed to answer: {0}")]
     Upstream(String),
+    /// The client stopped sending the request body (`limits.body_read_timeout`).
+    #[error("the client stopped sending the request body")]
+    ClientTimedOut,
 }
 
 /// The connection to Jupyter of one client connection.
@@ -83,7 +93,7 @@ pub struct UpstreamConn {
 #[derive(Default)]
 struct Slot {
     /// Taken out while a request is sent; put back with the response.
-    sender: Option<SendRequest<Incoming>>,
+    sender: Option<SendRequest<UpstreamBody>>,
     connection: Option<JupyterConnection>,
     /// The client connection's task, to poll a connection opened after it last looked.
     waker: Option<Waker>,
@@ -125,11 +135,11 @@ impl UpstreamConn {
         }
     }
 
-    fn take_sender(&self) -> Option<SendRequest<Incoming>> {
+    fn take_sender(&self) -> Option<SendRequest<UpstreamBody>> {
         self.lock().sender.take()
     }
 
-    fn put_sender(&self, sender: SendRequest<Incoming>) {
+    fn put_sender(&self, sender: SendRequest<UpstreamBody>) {
         self.lock().sender = Some(sender);
     }
 
@@ -147,7 +157,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<(SendRequest<Incoming>, JupyterConnection), ProxyError> {
+    async fn connect(&self) -> Result<(SendRequest<UpstreamBody>, JupyterConnection), ProxyError> {
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| ProxyError::Connect(format!("{}: {e}", self.socket.display())))?;
@@ -160,7 +170,7 @@ impl Upstream {
     }
 
     /// An unused connection another client connection left, if one is still good.
-    async fn take_idle(&self) -> Option<(SendRequest<Incoming>, JupyterConnection)> {
+    async fn take_idle(&self) -> Option<(SendRequest<UpstreamBody>, JupyterConnection)> {
         let here = std::thread::current().id();
         loop {
             let mut idle = {
@@ -212,7 +222,7 @@ impl Upstream {
     async fn sender(
         &self,
         conn: &UpstreamConn,
-    ) -> Result<(SendRequest<Incoming>, bool), ProxyError> {
+    ) -> Result<(SendRequest<UpstreamBody>, bool), ProxyError> {
         if let Some(sender) = conn.take_sender() {
             if !sender.is_closed() {
                 return Ok((sender, true));
@@ -235,7 +245,7 @@ impl Upstream {
     async fn send(
         &self,
         conn: &UpstreamConn,
-        mut req: Request<Incoming>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         loop {
             let (mut sender, reused) = self.sender(conn).await?;
@@ -290,7 +300,17 @@ impl Upstream {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let mut resp = self.send(conn, Request::from_parts(parts, body)).await?;
+        let deadline = parts
+            .extensions
+            .get::<BodyDeadline>()
+            .map_or(DEFAULT_BODY_DEADLINE, |d| d.0);
+        let body = ProgressBody::new(body, deadline);
+        let timed_out = body.timed_out_flag();
+        let mut resp = match self.send(conn, Request::from_parts(parts, body)).await {
+            Ok(resp) => resp,
+            Err(_) if timed_out.load(Ordering::Acquire) => return Err(ProxyError::ClientTimedOut),
+            Err(e) => return Err(e),
+        };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(downstream) = downstream_upgrade {

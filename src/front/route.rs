@@ -136,6 +136,17 @@ async fn route(
             tracing::warn!("{e}");
             Reply::Own(unavailable_for(settings, wants_html, "restarting"))
         }
+        Err(ProxyError::ClientTimedOut) => {
+            tracing::debug!(client = %client.ip, "request body timed out");
+            let mut resp = error_page(
+                settings,
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body stopped arriving (limits.body_read_timeout).",
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Reply::Own(resp)
+        }
         Err(ProxyError::Upstream(e)) => {
             tracing::warn!("proxying to Jupyter failed: {e}");
             refuse(

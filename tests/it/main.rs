@@ -9,6 +9,7 @@ mod support;
 mod browser;
 mod config;
 mod front_door;
+mod hostile;
 mod layout;
 mod nbctl;
 mod nginx;

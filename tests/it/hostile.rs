@@ -1,0 +1,248 @@
+//! Hostile load: clients that send slowly, read slowly or open too many
+//! connections. Each attacker connects from its own loopback address
+//! (127.0.0.x, bound before connecting), so that the logged-in client on
+//! 127.0.0.1 is a different client, and that client must be served
+//! throughout.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::support::{Browser, Notebookd, Options, rustls_client};
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A TLS connection to `n` from the loopback address `127.0.0.{host}`, with
+/// a small receive buffer when `small_window` (a client that reads slowly).
+async fn connect_from(n: &Notebookd, host: u8, small_window: bool) -> Box<dyn Stream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if small_window {
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    }
+    socket
+        .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
+        .expect("bind the attacker's address");
+    let tcp = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], n.port)))
+        .await
+        .expect("connect");
+    let connector = tokio_rustls::TlsConnector::from(rustls_client());
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    Box::new(connector.connect(name, tcp).await.expect("TLS handshake"))
+}
+
+/// Everything until the server closes; `None` if it is still open after `limit`.
+async fn read_until_closed(io: &mut Box<dyn Stream>, limit: Duration) -> Option<String> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The logged-in client's API call works.
+async fn assert_served(b: &Browser, during: &str) {
+    let t = Instant::now();
+    let r = b.get("api/contents").await;
+    assert_eq!(r.status(), 200, "logged-in client refused during {during}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the logged-in client waited {:?} during {during}",
+        t.elapsed()
+    );
+}
+
+fn with_limits(settings: &[&str]) -> Options {
+    Options {
+        settings: settings
+            .iter()
+            .map(|s| ("limits", (*s).to_string()))
+            .collect(),
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_body_that_never_comes_gets_408_in_time() {
+    let n = Notebookd::start_with(with_limits(&["body_read_timeout = \"2s\""]));
+    let b = n.logged_in().await;
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 16000\r\n\r\npassword=",
+        n.port
+    );
+    // Many at once, as a slow-body attack opens them.
+    let mut attackers = Vec::new();
+    for i in 0..40u8 {
+        let mut io = connect_from(&n, 2 + i % 4, false).await;
+        io.write_all(head.as_bytes()).await.unwrap();
+        io.flush().await.unwrap();
+        attackers.push(io);
+    }
+    let started = Instant::now();
+    assert_served(&b, "a slow login-body attack").await;
+    for mut io in attackers {
+        let answer = read_until_closed(&mut io, Duration::from_secs(20))
+            .await
+            .expect("the server kept a login without a body open for 20s");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "answered before the deadline: {took:?}"
+    );
+    assert_served(&b, "after a slow login-body attack").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxied_upload_that_stalls_gets_408_and_a_moving_one_passes() {
+    let n = Notebookd::start_with(with_limits(&["body_read_timeout = \"2s\""]));
+    let b = n.logged_in().await;
+    let xsrf = b.xsrf().await;
+    let cookies = b.cookie_header();
+    let body = serde_json::json!({"type": "file", "format": "text", "content": "x".repeat(4000)})
+        .to_string();
+    let origin = b.origin.clone();
+    let head = |len: usize| {
+        format!(
+            "PUT /api/contents/upload.txt HTTP/1.1\r\nHost: localhost:{}\r\nCookie: {cookies}\r\nX-XSRFToken: {xsrf}\r\nOrigin: {origin}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+            n.port
+        )
+    };
+    // Stalls halfway: 408 after the deadline, from notebookd.
+    let mut io = connect_from(&n, 5, false).await;
+    io.write_all(head(body.len()).as_bytes()).await.unwrap();
+    io.write_all(&body.as_bytes()[..body.len() / 2])
+        .await
+        .unwrap();
+    io.flush().await.unwrap();
+    let answer = read_until_closed(&mut io, Duration::from_secs(20))
+        .await
+        .expect("a stalled upload held its connection for 20s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_read_timeout"), "{answer}");
+
+    // Slow but moving (a chunk each second, 3s in all): it gets through.
+    let mut io = connect_from(&n, 5, false).await;
+    io.write_all(head(body.len()).as_bytes()).await.unwrap();
+    for part in body.as_bytes().chunks(body.len() / 3 + 1) {
+        io.write_all(part).await.unwrap();
+        io.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut buf = vec![0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(20), io.read(&mut buf))
+        .await
+        .expect("no answer to the upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..got]);
+    assert!(
+        answer.starts_with("HTTP/1.1 201") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    assert_served(&b, "after a slow upload").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_does_not_read_is_disconnected() {
+    let n = Notebookd::start_with(with_limits(&["send_timeout = \"3s\""]));
+    let b = n.logged_in().await;
+    let io = connect_from(&n, 6, true).await;
+    let (_read, mut write) = tokio::io::split(io);
+    // Pipelined requests, never a byte read: the answers pile up.
+    let request = format!("GET /login HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", n.port);
+    let batch = request.repeat(100);
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if write.write_all(batch.as_bytes()).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    assert_served(&b, "a client that does not read").await;
+    let cut = tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("the server kept a client that reads nothing for 60s")
+        .unwrap();
+    assert!(cut, "the server answered 200,000 requests that nobody read");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_served(&b, "after a client that does not read").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_take_every_connection() {
+    let n = Notebookd::start_with(with_limits(&["max_connections_per_client = 5"]));
+    let b = n.logged_in().await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(connect_from(&n, 7, false).await);
+    }
+    let request = format!(
+        "GET /login HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        n.port
+    );
+    for _ in 0..20 {
+        let mut extra = connect_from(&n, 7, false).await;
+        extra.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut extra, Duration::from_secs(10))
+            .await
+            .expect("a refused connection was kept open");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.to_lowercase().contains("retry-after: 5"), "{answer}");
+        assert!(
+            answer.contains("limits.max_connections_per_client = 5"),
+            "{answer}"
+        );
+    }
+    // Other addresses are served meanwhile: the logged-in client and a stranger.
+    assert_served(&b, "one address holding its connections").await;
+    let mut stranger = connect_from(&n, 8, false).await;
+    stranger.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stranger, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The accepted connections probe for a dead peer (SO_KEEPALIVE).
+    let ss = std::process::Command::new("ss")
+        .args(["-tno", "state", "established"])
+        .arg(format!("( sport = :{} and dst 127.0.0.7 )", n.port))
+        .output();
+    if let Ok(out) = ss {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("keepalive"), "no keep-alive timer: {text}");
+    }
+    // A closed connection gives its place back.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = connect_from(&n, 7, false).await;
+        again.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut again, Duration::from_secs(10))
+            .await
+            .unwrap();
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place was not given back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Twenty refusals are one warning line, not twenty.
+    let lines = n
+        .log()
+        .iter()
+        .filter(|l| l.contains("max_connections_per_client reached"))
+        .count();
+    assert!(lines <= 2, "{lines} warning lines:\n{}", n.log_text());
+}
