@@ -130,6 +130,9 @@ pub struct Jupyter {
     pub root_dir: AbsPath,
     pub startup_timeout: HumanDuration,
     pub stop_timeout: HumanDuration,
+    /// Longest wait for Jupyter's answer to a request, from the end of the
+    /// request (`504 Gateway Timeout` after it).
+    pub response_timeout: HumanDuration,
 }
 
 impl Default for Jupyter {
@@ -142,6 +145,7 @@ impl Default for Jupyter {
             root_dir: AbsPath::new("/var/lib/notebook/notebooks"),
             startup_timeout: HumanDuration::secs(60),
             stop_timeout: HumanDuration::secs(10),
+            response_timeout: HumanDuration::secs(300),
         }
     }
 }
@@ -296,6 +300,7 @@ impl Config {
             ("auth.session_idle_timeout", self.auth.session_idle_timeout),
             ("auth.login_window", self.auth.login_window),
             ("jupyter.startup_timeout", self.jupyter.startup_timeout),
+            ("jupyter.response_timeout", self.jupyter.response_timeout),
         ];
         for (key, value) in nonzero {
             if value.0.is_zero() {

@@ -164,6 +164,9 @@ pub fn describe_status(a: &Value) -> String {
         j["restarts"].as_u64().unwrap_or(0)
     ));
     line("jupyter", jupyter);
+    if let Some(health) = str_of(&j["health"]) {
+        line("health", health);
+    }
     line(
         "sessions",
         format!(

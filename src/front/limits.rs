@@ -322,10 +322,50 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
     }
 }
 
-/// `limits.body_read_timeout`, handed to the request's handlers with the
-/// request (an extension set when hyper hands it over).
+/// `limits.body_read_timeout` and `jupyter.response_timeout`, handed to the
+/// request's handlers with the request (an extension set when hyper hands
+/// it over).
 #[derive(Debug, Clone, Copy)]
-pub struct BodyDeadline(pub Duration);
+pub struct Deadlines {
+    pub body: Duration,
+    pub response: Duration,
+}
+
+impl Default for Deadlines {
+    /// The config's defaults.
+    fn default() -> Self {
+        Deadlines {
+            body: Duration::from_secs(30),
+            response: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How far a [`ProgressBody`] got: shared with whoever forwards it.
+#[derive(Default)]
+pub struct BodyProgress {
+    timed_out: std::sync::atomic::AtomicBool,
+    ended: Mutex<Option<Instant>>,
+}
+
+impl BodyProgress {
+    /// The client stopped sending for `limits.body_read_timeout`.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+
+    /// When the last byte of the body was read; `None` while it streams.
+    pub fn ended(&self) -> Option<Instant> {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn end(&self) {
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        if ended.is_none() {
+            *ended = Some(Instant::now());
+        }
+    }
+}
 
 /// A request body whose next bytes did not come within `limits.body_read_timeout`.
 #[derive(Debug, thiserror::Error)]
@@ -335,29 +375,34 @@ pub struct BodyTimedOut;
 /// A request body with a progress deadline: each wait for its next frame
 /// may last `timeout`, on a timer of its own (a client that sends nothing
 /// cannot delay it). After the deadline it fails with [`BodyTimedOut`] and
-/// raises its flag, so that whoever forwarded it can answer `408`.
+/// says so in its [`BodyProgress`], so that whoever forwarded it can answer
+/// `408`; the progress also tells when the body ended, from when Jupyter's
+/// answer is awaited.
 pub struct ProgressBody<B> {
     inner: B,
     timeout: Duration,
     armed: bool,
     sleep: Pin<Box<Sleep>>,
-    timed_out: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<BodyProgress>,
 }
 
-impl<B> ProgressBody<B> {
+impl<B: Body> ProgressBody<B> {
     pub fn new(inner: B, timeout: Duration) -> ProgressBody<B> {
+        let progress = Arc::new(BodyProgress::default());
+        if inner.is_end_stream() {
+            progress.end();
+        }
         ProgressBody {
             inner,
             timeout,
             armed: false,
             sleep: Box::pin(tokio::time::sleep(timeout)),
-            timed_out: Arc::default(),
+            progress,
         }
     }
 
-    /// Raised once the body timed out.
-    pub fn timed_out_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        self.timed_out.clone()
+    pub fn progress(&self) -> Arc<BodyProgress> {
+        self.progress.clone()
     }
 }
 
@@ -377,6 +422,9 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.armed = false;
+                if frame.is_none() || this.inner.is_end_stream() {
+                    this.progress.end();
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
@@ -385,7 +433,7 @@ where
                     this.sleep.as_mut().reset(Instant::now() + this.timeout);
                 }
                 if this.sleep.as_mut().poll(cx).is_ready() {
-                    this.timed_out.store(true, Ordering::Release);
+                    this.progress.timed_out.store(true, Ordering::Release);
                     return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
                 }
                 Poll::Pending

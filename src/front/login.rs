@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use super::client::ClientInfo;
 use super::headers::session_cookie;
-use super::limits::BodyDeadline;
+use super::limits::Deadlines;
 use super::target::check_path;
 use super::{App, Body, Settings, html, json, pages, redirect};
 use crate::auth::Verdict;
@@ -203,8 +203,10 @@ async fn post_login(
     // a client that announces a body and sends none holds nothing for long.
     let deadline = req
         .extensions()
-        .get::<BodyDeadline>()
-        .map_or(Duration::from_secs(30), |d| d.0);
+        .get::<Deadlines>()
+        .copied()
+        .unwrap_or_default()
+        .body;
     let read = Limited::new(req.into_body(), MAX_FORM_BYTES).collect();
     let body = match tokio::time::timeout(deadline, read).await {
         Ok(Ok(b)) => b.to_bytes(),

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use super::client::ClientInfo;
-use super::limits::{BodyDeadline, ConnectionSlot, ProgressBody};
+use super::limits::{ConnectionSlot, Deadlines, ProgressBody};
 
 /// What a request to Jupyter carries: the client's body, with its progress
 /// deadline (`limits.body_read_timeout`).
@@ -37,9 +37,6 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Unused connections to Jupyter kept for the next client connections.
 const MAX_IDLE: usize = 16;
-/// A request body's progress deadline when the request does not say
-/// (`limits.body_read_timeout`'s default).
-const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Jupyter's answers are read into buffers of up to this size.
 const MAX_READ_BUFFER: usize = 1024 * 1024;
 
@@ -76,6 +73,10 @@ pub enum ProxyError {
     /// The client stopped sending the request body (`limits.body_read_timeout`).
     #[error("the client stopped sending the request body")]
     ClientTimedOut,
+    /// Jupyter sent no response head within `jupyter.response_timeout` of
+    /// the end of the request.
+    #[error("Jupyter did not answer within {}s (jupyter.response_timeout)", .0.as_secs())]
+    Timeout(Duration),
 }
 
 /// The connection to Jupyter of one client connection.
@@ -300,15 +301,32 @@ impl Upstream {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let deadline = parts
+        let deadlines = parts
             .extensions
-            .get::<BodyDeadline>()
-            .map_or(DEFAULT_BODY_DEADLINE, |d| d.0);
-        let body = ProgressBody::new(body, deadline);
-        let timed_out = body.timed_out_flag();
-        let mut resp = match self.send(conn, Request::from_parts(parts, body)).await {
+            .get::<Deadlines>()
+            .copied()
+            .unwrap_or_default();
+        let body = ProgressBody::new(body, deadlines.body);
+        let progress = body.progress();
+        let sent = self.send(conn, Request::from_parts(parts, body));
+        tokio::pin!(sent);
+        // Jupyter's time to answer counts from the end of the request body (an
+        // upload takes what it takes; its own progress deadline bounds it).
+        let wait = deadlines.response;
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let result = loop {
+            tokio::select! {
+                r = &mut sent => break r,
+                () = tokio::time::sleep_until(deadline) => match progress.ended() {
+                    Some(ended) if ended.elapsed() >= wait => return Err(ProxyError::Timeout(wait)),
+                    Some(ended) => deadline = ended + wait,
+                    None => deadline = tokio::time::Instant::now() + wait,
+                },
+            }
+        };
+        let mut resp = match result {
             Ok(resp) => resp,
-            Err(_) if timed_out.load(Ordering::Acquire) => return Err(ProxyError::ClientTimedOut),
+            Err(_) if progress.timed_out() => return Err(ProxyError::ClientTimedOut),
             Err(e) => return Err(e),
         };
 

@@ -147,6 +147,13 @@ async fn route(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             Reply::Own(resp)
         }
+        Err(e @ ProxyError::Timeout(_)) => {
+            tracing::warn!("{e}");
+            refuse(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Jupyter did not answer in time (jupyter.response_timeout); it may be busy. Try again.",
+            )
+        }
         Err(ProxyError::Upstream(e)) => {
             tracing::warn!("proxying to Jupyter failed: {e}");
             refuse(

@@ -36,10 +36,24 @@ use flavour::{Installed, Resolved};
 
 /// How many of Jupyter's last output lines are kept for crash reports.
 const LAST_LINES: usize = 30;
+/// Environment variables of notebookd's own service manager that the child
+/// must not inherit.
+const SYSTEMD_VARIABLES: [&str; 8] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "MAINPID",
+];
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const LIVENESS_EVERY: Duration = Duration::from_secs(10);
-/// Consecutive failed liveness probes before Jupyter is considered hung.
-const LIVENESS_FAILURES: u32 = 3;
+/// Consecutive failed liveness probes before Jupyter is considered hung: a
+/// minute, since a Jupyter that runs nbconvert synchronously (classic 6.x)
+/// is merely busy for half of one.
+const LIVENESS_FAILURES: u32 = 6;
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Readiness this long resets the backoff.
@@ -120,6 +134,9 @@ pub struct JupyterStatus {
     /// Starts after the first one.
     pub restarts: u32,
     pub last_error: Option<String>,
+    /// How the health checks of the running Jupyter went lately, when not
+    /// all well (missed checks, a recovery): for `nbctl status`.
+    pub health: Option<String>,
     #[serde(skip)]
     pub ready_since: Option<SystemTime>,
     /// The socket the proxy connects to.
@@ -153,6 +170,7 @@ impl Supervisor {
             pid: None,
             restarts: 0,
             last_error: None,
+            health: None,
             ready_since: None,
             socket: plan.socket(),
         });
@@ -382,8 +400,13 @@ impl Task {
             .arg(format!("--config={}", config_path.display()))
             .args(&self.plan.args)
             .env("JUPYTER_RUNTIME_DIR", &runtime)
-            .env("PYTHONUNBUFFERED", "1")
-            .envs(&self.plan.env)
+            .env("PYTHONUNBUFFERED", "1");
+        // systemd's variables are notebookd's: a kernel that inherited
+        // NOTIFY_SOCKET could tell systemd the service is ready or stopping.
+        for var in SYSTEMD_VARIABLES {
+            cmd.env_remove(var);
+        }
+        cmd.envs(&self.plan.env)
             .current_dir(&self.plan.root_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -443,6 +466,7 @@ impl Task {
             s.state = JupyterState::Starting;
             s.pid = None;
             s.ready_since = None;
+            s.health = None;
         });
         let resolved = match self.resolve().await {
             Ok(r) => r,
@@ -470,7 +494,9 @@ impl Task {
             RunEnd::Failed(why) => Some(why.clone()),
             _ => None,
         };
-        self.stop_child(&mut child, why.is_none()).await;
+        // Even a hung Jupyter gets SIGTERM and jupyter.stop_timeout first:
+        // it may only be busy, and a clean stop saves the kernels' state.
+        self.stop_child(&mut child, true).await;
         if let Some(why) = why {
             let lines = self
                 .last_lines
@@ -533,11 +559,25 @@ impl Task {
                 req = self.requests.recv() => return request_end(req),
                 _ = recv_signal(&mut sigchld) => reap::reap_zombies(),
                 _ = every.tick() => {
-                    match probe(&socket, &api).await {
-                        Ok(_) => failures = 0,
-                        Err(e) => {
+                    match probe_checked(&socket, &api).await {
+                        Ok(_) => {
+                            if failures > 0 {
+                                let note = format!("answered again at {} after {failures} missed health check(s)", now_rfc3339());
+                                tracing::info!("Jupyter {note}");
+                                self.status.send_modify(|s| s.health = Some(note));
+                            }
+                            failures = 0;
+                        }
+                        // notebookd's own shortage (descriptors, memory) says
+                        // nothing about Jupyter: never kill it for that.
+                        Err(ProbeError { local: true, message }) => {
+                            tracing::warn!("cannot check Jupyter's health: {message} (not counted against Jupyter)");
+                        }
+                        Err(ProbeError { message: e, .. }) => {
                             failures += 1;
                             tracing::warn!("Jupyter did not answer a health check ({failures}/{LIVENESS_FAILURES}): {e}");
+                            let note = format!("missed {failures} health check(s) in a row, the last at {}: {e}", now_rfc3339());
+                            self.status.send_modify(|s| s.health = Some(note));
                             if failures >= LIVENESS_FAILURES {
                                 return RunEnd::Failed(format!("it stopped answering ({e})"));
                             }
@@ -646,12 +686,63 @@ async fn forward_output(
     }
 }
 
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Why a health check failed, and whether the cause is on notebookd's side.
+#[derive(Debug)]
+pub struct ProbeError {
+    /// notebookd could not even try (no file descriptor or memory left).
+    pub local: bool,
+    pub message: String,
+}
+
+/// Errors that are notebookd's own shortage, not Jupyter's fault.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+    )
+}
+
 /// `GET path` over the unix socket; `Ok(version)` on 200.
 pub async fn probe(socket: &Path, path: &str) -> Result<Option<String>, String> {
+    probe_checked(socket, path).await.map_err(|e| e.message)
+}
+
+/// [`probe`], telling notebookd's own shortages apart from Jupyter's failures.
+pub async fn probe_checked(socket: &Path, path: &str) -> Result<Option<String>, ProbeError> {
+    let connect = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(socket));
+    let stream = match connect.await {
+        Ok(Ok(s)) => s,
+        Err(_) => {
+            return Err(ProbeError {
+                local: false,
+                message: format!(
+                    "connect {}: no answer within {}s",
+                    socket.display(),
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(ProbeError {
+                local: is_local_shortage(&e),
+                message: format!("connect {}: {e}", socket.display()),
+            });
+        }
+    };
+    probe_on(stream, path).await.map_err(|message| ProbeError {
+        local: false,
+        message,
+    })
+}
+
+async fn probe_on(stream: tokio::net::UnixStream, path: &str) -> Result<Option<String>, String> {
     let attempt = async {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;

@@ -246,3 +246,31 @@ async fn one_address_cannot_take_every_connection() {
         .count();
     assert!(lines <= 2, "{lines} warning lines:\n{}", n.log_text());
 }
+
+#[test]
+fn a_max_connections_the_open_file_limit_cannot_carry_is_refused_with_the_fix() {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    // One connection more than the hard limit could carry (two files each).
+    let too_many = (hard / 2 + 1).min(1_000_000);
+    let n = Notebookd::start_with(Options {
+        wait_ready: false,
+        ..with_limits(&[&format!("max_connections = {too_many}")])
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !n.log_text().contains("RLIMIT_NOFILE") {
+        assert!(Instant::now() < deadline, "no refusal:\n{}", n.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = n.log_text();
+    assert!(
+        log.contains(&format!("limits.max_connections = {too_many}"))
+            && log.contains("LimitNOFILE=")
+            && log.contains("or lower limits.max_connections to"),
+        "{log}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", n.port)).is_err(),
+        "it listens anyway"
+    );
+}
