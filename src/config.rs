@@ -102,6 +102,8 @@ pub struct Auth {
     /// Login attempts allowed per client address within `login_window`.
     pub login_attempts: u32,
     pub login_window: HumanDuration,
+    /// Clients whose logins are never counted or limited (the owner's VPN).
+    pub trusted_clients: Vec<TrustedProxy>,
 }
 
 impl Default for Auth {
@@ -112,6 +114,7 @@ impl Default for Auth {
             session_idle_timeout: HumanDuration::secs(12 * 3600),
             login_attempts: 10,
             login_window: HumanDuration::secs(60),
+            trusted_clients: Vec::new(),
         }
     }
 }

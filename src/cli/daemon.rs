@@ -234,6 +234,29 @@ pub fn reload(config_path: &Path) -> Result<(), CliError> {
     }
 }
 
+/// `nbctl unlock`.
+pub fn unlock(config_path: &Path) -> Result<(), CliError> {
+    let dir = runtime_dir(config_path)?;
+    match ask(&dir, "unlock", Duration::from_secs(10)) {
+        Ok(a) if a["ok"] == Value::Bool(true) => {
+            say!(
+                "notebookd: login limits cleared ({} tracked networks forgotten)",
+                a["cleared"].as_u64().unwrap_or(0)
+            );
+            Ok(())
+        }
+        Ok(a) => Err(CliError::Failed(format!(
+            "notebookd refused: {}",
+            a["error"].as_str().unwrap_or("(no reason given)")
+        ))),
+        Err(ControlError::NotRunning(_)) => Err(CliError::Failed(format!(
+            "notebookd is not running (no control socket at {}); nothing is locked",
+            control::socket_path(&dir).display()
+        ))),
+        Err(e) => Err(CliError::Failed(e.to_string())),
+    }
+}
+
 /// Keys the daemon applies only when it starts: it refuses a reload that
 /// changes them (see `Reloader::prepare` in [`crate::daemon`]).
 pub const RESTART_KEYS: [&str; 4] = [

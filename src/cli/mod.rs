@@ -99,6 +99,7 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
         }
         NbctlCommand::Status(a) => daemon::status(path, a.json),
         NbctlCommand::Reload(_) => daemon::reload(path),
+        NbctlCommand::Unlock(_) => daemon::unlock(path),
     }
 }
 

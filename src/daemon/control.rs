@@ -104,8 +104,13 @@ async fn answer(
                 Err(error) => serde_json::json!({"ok": false, "error": error}),
             }
         }
+        Ok(req) if req.command == "unlock" => {
+            let cleared = app.login.unlock_all();
+            tracing::info!("login limits cleared by nbctl unlock ({cleared} tracked networks)");
+            serde_json::json!({"ok": true, "cleared": cleared})
+        }
         Ok(req) => {
-            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload", req.command)})
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, unlock", req.command)})
         }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
     };

@@ -274,3 +274,75 @@ fn a_max_connections_the_open_file_limit_cannot_carry_is_refused_with_the_fix() 
         "it listens anyway"
     );
 }
+
+/// One guess with `password` from `127.0.{a}.{b}`; the status.
+async fn guess_from(n: &Notebookd, ip: Ipv4Addr, password: &str) -> u16 {
+    let b = Browser::trusting(
+        &n.url(""),
+        &crate::support::certs().ca_pem(),
+        Some(ip.into()),
+    );
+    b.client
+        .post(n.url("login"))
+        .form(&[("password", password), ("next", "/tree")])
+        .send()
+        .await
+        .expect("POST login")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guessing_flood_is_limited_per_network_and_the_owner_still_gets_in() {
+    let n = Notebookd::start_with(Options {
+        settings: vec![
+            ("auth", "login_attempts = 2".into()),
+            ("auth", "trusted_clients = [\"127.0.0.1\"]".into()),
+        ],
+        ..Options::default()
+    });
+    let b = n.logged_in().await;
+    // 300 addresses over two /24s, one guess each.
+    let (mut wrong, mut limited) = (0, 0);
+    for i in 0..300u32 {
+        let ip = Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+        match guess_from(&n, ip, "guess").await {
+            401 => wrong += 1,
+            429 => limited += 1,
+            other => panic!("{ip}: {other}"),
+        }
+    }
+    // A /24 shares four clients' attempts: 4 × 2 each.
+    assert_eq!((wrong, limited), (16, 284));
+    // The right password from the flooded network waits too...
+    let inside = Ipv4Addr::new(127, 0, 1, 251);
+    assert_eq!(guess_from(&n, inside, crate::support::PASSWORD).await, 429);
+    // ...but not from the trusted address, and the logged-in client's kernel works.
+    let owner = n.client();
+    let r = owner
+        .client
+        .post(n.url("login"))
+        .form(&[("password", crate::support::PASSWORD), ("next", "/tree")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the owner was locked out");
+    let run = b.run_in_new_kernel("print(1 + 1)", rustls_client()).await;
+    assert_eq!((run.status.as_str(), run.stdout.trim()), ("ok", "2"));
+    // The refusals are a line per interval, not one per refusal.
+    let refusals = n
+        .log()
+        .iter()
+        .filter(|l| l.contains("login refused: too many attempts"))
+        .count();
+    assert!(refusals <= 3, "{refusals} refusal lines");
+    // nbctl unlock ends the wait.
+    let out = crate::nbctl::nbctl(&n.config_path(), &["unlock"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("login limits cleared"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(guess_from(&n, inside, crate::support::PASSWORD).await, 303);
+}
