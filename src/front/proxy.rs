@@ -411,8 +411,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Headers a `Connection` token may not remove: Jupyter's Host and Origin
+/// checks, its XSRF check, the length of the body and who is asking
+/// depend on them (`Connection: host` would otherwise take away the Host
+/// that was validated, and with it Jupyter's Origin check).
+const NOT_HOP_BY_HOP: [HeaderName; 7] = [
+    header::HOST,
+    header::COOKIE,
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+    header::ORIGIN,
+    header::CONTENT_TYPE,
+    HeaderName::from_static("x-xsrftoken"),
+];
+
 /// Drops the headers that describe one connection only, including those
-/// the Connection header names. Transfer-Encoding is hyper's to set.
+/// the Connection header names (but never [`NOT_HOP_BY_HOP`]).
+/// Transfer-Encoding is hyper's to set.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         // `keep-alive` and `upgrade`, the usual tokens, go below anyway:
@@ -426,6 +441,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .filter(|t| {
                 !HOP_BY_HOP
                     .iter()
+                    .chain(NOT_HOP_BY_HOP.iter())
                     .any(|h| t.eq_ignore_ascii_case(h.as_str()))
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -530,6 +546,30 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_checks_depend_on() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(
+                "host, Cookie, content-length, authorization, origin, x-xsrftoken",
+            ),
+        );
+        for name in [
+            "host",
+            "cookie",
+            "content-length",
+            "authorization",
+            "origin",
+            "x-xsrftoken",
+        ] {
+            h.insert(name, HeaderValue::from_static("kept"));
+        }
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 6, "{h:?}");
+        assert!(!h.contains_key(header::CONNECTION));
     }
 
     #[test]
