@@ -27,7 +27,6 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -663,25 +662,119 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Longest line of the child's output that is logged; the rest of it is counted.
+const MAX_LINE: usize = 4096;
+/// Lines of the child's output logged per second at most; the rest are counted.
+const LINES_PER_SECOND: u32 = 100;
+
 /// Copies the child's output into the log, keeping the last lines.
+///
+/// Kernels inherit this output, so a cell decides what arrives: 200 MB
+/// without a newline, or a progress bar redrawn with `\r` a million times.
+/// Lines therefore end at `\n` or `\r`, are cut at [`MAX_LINE`] bytes, and
+/// at most [`LINES_PER_SECOND`] are logged; memory stays bounded whatever
+/// comes.
 async fn forward_output(
-    stream: impl tokio::io::AsyncRead + Unpin,
+    mut stream: impl tokio::io::AsyncRead + Unpin,
     last: Arc<Mutex<VecDeque<String>>>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        // Jupyter's log lines start with "[I ", "[W ", "[E ", "[C " or "[D ".
-        match line.as_bytes().get(..2) {
-            Some(b"[E") | Some(b"[C") => tracing::error!(target: "jupyter", "{line}"),
-            Some(b"[W") => tracing::warn!(target: "jupyter", "{line}"),
-            Some(b"[D") => tracing::debug!(target: "jupyter", "{line}"),
-            _ => tracing::info!(target: "jupyter", "{line}"),
+    use tokio::io::AsyncReadExt;
+    let mut out = OutputLog::new(last);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        out.feed(&buf[..n]);
+    }
+    out.end_line();
+    out.report_suppressed();
+}
+
+/// The line being assembled from the child's output, and the log's budget.
+struct OutputLog {
+    line: Vec<u8>,
+    /// Bytes of the current line beyond [`MAX_LINE`].
+    cut: usize,
+    last: Arc<Mutex<VecDeque<String>>>,
+    second: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl OutputLog {
+    fn new(last: Arc<Mutex<VecDeque<String>>>) -> OutputLog {
+        OutputLog {
+            line: Vec::with_capacity(256),
+            cut: 0,
+            last,
+            second: Instant::now(),
+            logged: 0,
+            suppressed: 0,
         }
-        if let Ok(mut l) = last.lock() {
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|&b| b == b'\n' || b == b'\r');
+            let part = &bytes[..end.unwrap_or(bytes.len())];
+            let room = MAX_LINE - self.line.len();
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            self.cut += part.len().saturating_sub(room);
+            match end {
+                Some(i) => {
+                    self.end_line();
+                    bytes = &bytes[i + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.line.is_empty() && self.cut == 0 {
+            return;
+        }
+        let mut line = String::from_utf8_lossy(&self.line).into_owned();
+        if self.cut > 0 {
+            line.push_str(&format!(" [... {} more bytes]", self.cut));
+        }
+        self.line.clear();
+        self.cut = 0;
+        if self.second.elapsed() >= Duration::from_secs(1) {
+            self.report_suppressed();
+            self.second = Instant::now();
+            self.logged = 0;
+        }
+        if self.logged < LINES_PER_SECOND {
+            self.logged += 1;
+            // Jupyter's log lines start with "[I ", "[W ", "[E ", "[C " or "[D ".
+            match line.as_bytes().get(..2) {
+                Some(b"[E") | Some(b"[C") => tracing::error!(target: "jupyter", "{line}"),
+                Some(b"[W") => tracing::warn!(target: "jupyter", "{line}"),
+                Some(b"[D") => tracing::debug!(target: "jupyter", "{line}"),
+                _ => tracing::info!(target: "jupyter", "{line}"),
+            }
+        } else {
+            self.suppressed += 1;
+        }
+        if let Ok(mut l) = self.last.lock() {
             if l.len() == LAST_LINES {
                 l.pop_front();
             }
             l.push_back(line);
+        }
+    }
+
+    fn report_suppressed(&mut self) {
+        if self.suppressed > 0 {
+            tracing::info!(
+                target: "jupyter",
+                "({} more lines of Jupyter's output were not logged: over {LINES_PER_SECOND} a second)",
+                self.suppressed
+            );
+            self.suppressed = 0;
         }
     }
 }
@@ -770,4 +863,28 @@ async fn probe_on(stream: tokio::net::UnixStream, path: &str) -> Result<Option<S
     tokio::time::timeout(PROBE_TIMEOUT, attempt)
         .await
         .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_end_at_cr_too_and_are_cut() {
+        let last = Arc::new(Mutex::new(VecDeque::new()));
+        let mut out = OutputLog::new(last.clone());
+        out.feed(b"10%\r20%\r");
+        out.feed(&vec![b'x'; 3 * MAX_LINE]);
+        out.feed(b"y\nlast");
+        out.end_line();
+        let lines: Vec<String> = last.lock().unwrap().iter().cloned().collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], "10%");
+        assert_eq!(lines[1], "20%");
+        assert!(lines[2].starts_with("xxxx"));
+        assert!(lines[2].ends_with(&format!("[... {} more bytes]", 2 * MAX_LINE + 1)));
+        assert!(lines[2].len() < MAX_LINE + 40);
+        assert_eq!(lines[3], "last");
+        assert!(out.line.capacity() <= 2 * MAX_LINE);
+    }
 }

@@ -346,3 +346,46 @@ async fn a_guessing_flood_is_limited_per_network_and_the_owner_still_gets_in() {
     );
     assert_eq!(guess_from(&n, inside, crate::support::PASSWORD).await, 303);
 }
+
+/// notebookd's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cell_writing_200_mb_without_a_newline_does_not_grow_notebookd() {
+    let n = Notebookd::start();
+    let b = n.logged_in().await;
+    let warm = b.run_in_new_kernel("print(1)", rustls_client()).await;
+    assert_eq!(warm.status, "ok");
+    let before = rss_kib(n.pid());
+    let started = Instant::now();
+    let run = b
+        .run_in_new_kernel(
+            "import os\nblob = b'x' * 200_000_000\nn = 0\nwhile n < len(blob):\n    n += os.write(2, blob[n:])\nprint(n)",
+            rustls_client(),
+        )
+        .await;
+    assert_eq!(
+        (run.status.as_str(), run.stdout.trim()),
+        ("ok", "200000000"),
+        "{run:?}"
+    );
+    let after = rss_kib(n.pid());
+    eprintln!(
+        "notebookd RSS {before} KiB before, {after} KiB after 200 MB on fd 2 ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        after < before + 20 * 1024,
+        "notebookd grew from {before} KiB to {after} KiB"
+    );
+    let log = n.log_text();
+    assert!(log.contains("more bytes]"), "the line was not cut");
+    assert!(log.len() < 1024 * 1024, "the log got {} bytes", log.len());
+}
