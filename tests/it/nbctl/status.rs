@@ -187,3 +187,43 @@ fn no_daemon_is_exit_3_for_status() {
     );
     nbctl(&dir.path().join("absent.toml"), &["status"]).expect(1, &["cannot read"]);
 }
+
+/// A change that needs a restart waits for one; the rest of the same
+/// reload, and every later reload, still applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_only_change_does_not_block_reloads() {
+    let n = Notebookd::start();
+    let config = n.config_path();
+    let b = n.logged_in().await;
+    let good = std::fs::read_to_string(&config).unwrap();
+    let other_port = crate::support::free_port();
+    let moved = good.replace(
+        &format!("127.0.0.1:{}", n.port),
+        &format!("127.0.0.1:{other_port}"),
+    );
+    assert_ne!(moved, good);
+    // The listen address moves and a limit changes in the same edit.
+    std::fs::write(
+        &config,
+        moved.replace("[auth]", "[auth]\nlogin_attempts = 3"),
+    )
+    .unwrap();
+    let c = config.clone();
+    blocking(move || nbctl(&c, &["reload"])).await.expect(
+        0,
+        &["configuration reloaded", "server.listen", "after a restart"],
+    );
+    let c = config.clone();
+    let out = blocking(move || nbctl(&c, &["status", "--json"])).await;
+    let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    // Still serving where it was; the applied setting is in force.
+    assert_eq!(s["listen"][0], format!("127.0.0.1:{}", n.port), "{s}");
+    assert_eq!(b.get("api/contents").await.status(), 200);
+    let config_now = notebookd::config::Config::load(&config).unwrap();
+    assert_eq!(config_now.auth.login_attempts, 3);
+    // And the next reload works too.
+    let c = config.clone();
+    blocking(move || nbctl(&c, &["reload"]))
+        .await
+        .expect(0, &["configuration reloaded"]);
+}
