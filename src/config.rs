@@ -231,6 +231,8 @@ pub struct Auth {
     /// Login attempts allowed per client address within `login_window`.
     pub login_attempts: u32,
     pub login_window: HumanDuration,
+    /// Clients whose logins are never counted or limited (the owner's VPN).
+    pub trusted_clients: Vec<TrustedProxy>,
 }
 
 impl Default for Auth {
@@ -241,6 +243,7 @@ impl Default for Auth {
             session_idle_timeout: HumanDuration::secs(12 * 3600),
             login_attempts: 10,
             login_window: HumanDuration::secs(60),
+            trusted_clients: Vec::new(),
         }
     }
 }
@@ -277,6 +280,9 @@ pub struct Jupyter {
     /// `KERNEL_WORKING_DIR` for the gateway's kernels (a directory on the
     /// cluster); empty: jupyter_server sends the notebook's local directory.
     pub gateway_kernel_working_dir: String,
+    /// Longest wait for Jupyter's answer to a request, from the end of the
+    /// request (`504 Gateway Timeout` after it).
+    pub response_timeout: HumanDuration,
 }
 
 impl Jupyter {
@@ -311,6 +317,7 @@ impl Default for Jupyter {
             gateway_connect_timeout: HumanDuration::secs(40),
             gateway_kernel_username: String::new(),
             gateway_kernel_working_dir: String::new(),
+            response_timeout: HumanDuration::secs(300),
         }
     }
 }
@@ -349,6 +356,13 @@ pub struct Limits {
     pub max_headers: u32,
     /// Longest request target (path and query) in bytes.
     pub max_uri_bytes: u32,
+    /// Longest wait for the next bytes of a request body (`408` after it).
+    pub body_read_timeout: HumanDuration,
+    /// Longest wait for a client to take the next bytes of a response
+    /// (or WebSocket message); the connection is closed after it.
+    pub send_timeout: HumanDuration,
+    /// Open connections from one address (an IPv6 client: its /64) at once.
+    pub max_connections_per_client: u32,
 }
 
 impl Default for Limits {
@@ -360,6 +374,9 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
+            body_read_timeout: HumanDuration::secs(30),
+            send_timeout: HumanDuration::secs(60),
+            max_connections_per_client: 256,
         }
     }
 }
@@ -418,7 +435,7 @@ impl Config {
         }
         self.validate_gateway()?;
         let limits = &self.limits;
-        let ranges: [(&'static str, u32, u32, u32); 4] = [
+        let ranges: [(&'static str, u32, u32, u32); 5] = [
             (
                 "limits.max_connections",
                 limits.max_connections,
@@ -438,6 +455,12 @@ impl Config {
                 256,
                 1024 * 1024,
             ),
+            (
+                "limits.max_connections_per_client",
+                limits.max_connections_per_client,
+                1,
+                1_000_000,
+            ),
         ];
         for (key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -447,10 +470,13 @@ impl Config {
         let nonzero = [
             ("limits.header_read_timeout", limits.header_read_timeout),
             ("limits.keep_alive_timeout", limits.keep_alive_timeout),
+            ("limits.body_read_timeout", limits.body_read_timeout),
+            ("limits.send_timeout", limits.send_timeout),
             ("auth.session_lifetime", self.auth.session_lifetime),
             ("auth.session_idle_timeout", self.auth.session_idle_timeout),
             ("auth.login_window", self.auth.login_window),
             ("jupyter.startup_timeout", self.jupyter.startup_timeout),
+            ("jupyter.response_timeout", self.jupyter.response_timeout),
         ];
         for (key, value) in nonzero {
             if value.0.is_zero() {

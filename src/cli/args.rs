@@ -63,6 +63,7 @@ pub enum NbctlCommand {
     Config(ConfigCommand),
     Status(StatusArgs),
     Reload(ReloadArgs),
+    Unlock(UnlockArgs),
     Doctor(DoctorArgs),
 }
 
@@ -369,6 +370,15 @@ pub struct StatusArgs {
 /// validate is refused, and the daemon keeps running with the old one.
 #[derive(Debug, Args)]
 pub struct ReloadArgs {}
+
+/// Ends every login lockout of the running notebookd.
+///
+/// Clients that made too many login attempts wait (HTTP 429) until their
+/// window passes, and after a flood from many addresses every client outside
+/// auth.trusted_clients waits. This ends those waits at once, for example
+/// when the owner locked themselves out.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {}
 
 #[cfg(test)]
 mod tests {

@@ -260,6 +260,9 @@ pub fn describe_status(a: &Value) -> String {
         let message = gateway["message"].as_str().unwrap_or("");
         line("gateway", format!("{state}: {message}"));
     }
+    if let Some(health) = str_of(&j["health"]) {
+        line("health", health);
+    }
     line(
         "sessions",
         format!(
@@ -408,6 +411,29 @@ pub fn how_to_start(config_path: &Path) -> String {
         (true, false) => "start it with `sudo systemctl start notebook`".into(),
         (false, true) => "start it with `sudo supervisorctl start notebook`".into(),
         _ => "start it with `sudo systemctl start notebook` (systemd) or `sudo supervisorctl start notebook` (supervisord), or run `notebookd --config PATH` in the foreground".into(),
+    }
+}
+
+/// `nbctl unlock`.
+pub fn unlock(config_path: &Path) -> Result<(), CliError> {
+    let dir = runtime_dir(config_path)?;
+    match ask(&dir, "unlock", Duration::from_secs(10)) {
+        Ok(a) if a["ok"] == Value::Bool(true) => {
+            say!(
+                "notebookd: login limits cleared ({} tracked networks forgotten)",
+                a["cleared"].as_u64().unwrap_or(0)
+            );
+            Ok(())
+        }
+        Ok(a) => Err(CliError::Failed(format!(
+            "notebookd refused: {}",
+            a["error"].as_str().unwrap_or("(no reason given)")
+        ))),
+        Err(ControlError::NotRunning(_)) => Err(CliError::Failed(format!(
+            "notebookd is not running (no control socket at {}); nothing is locked",
+            control::socket_path(&dir).display()
+        ))),
+        Err(e) => Err(CliError::Failed(e.to_string())),
     }
 }
 

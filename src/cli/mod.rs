@@ -106,6 +106,7 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
         NbctlCommand::Status(a) => daemon::status(path, a.json),
         NbctlCommand::Doctor(a) => doctor::run(path, a.json),
         NbctlCommand::Reload(_) => daemon::reload(path),
+        NbctlCommand::Unlock(_) => daemon::unlock(path),
     }
 }
 

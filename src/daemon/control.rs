@@ -112,8 +112,13 @@ async fn answer(
                 serde_json::json!({"ok": false, "error": "ACME is off (tls.acme.enabled = false)"})
             }
         }
+        Ok(req) if req.command == "unlock" => {
+            let cleared = app.login.unlock_all();
+            tracing::info!("login limits cleared by nbctl unlock ({cleared} tracked networks)");
+            serde_json::json!({"ok": true, "cleared": cleared})
+        }
         Ok(req) => {
-            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew", req.command)})
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew, unlock", req.command)})
         }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
     };
@@ -241,6 +246,7 @@ pub async fn request(
         }
     };
     let protocol = |e: String| ControlError::Protocol(path.clone(), e);
+    check_peer(&stream).map_err(protocol)?;
     let exchange = async {
         let (read, mut write) = stream.into_split();
         let mut req = serde_json::to_string(&ControlRequest {
@@ -259,8 +265,78 @@ pub async fn request(
             .map_err(|e| e.to_string())?;
         serde_json::from_str::<serde_json::Value>(&line).map_err(|e| format!("bad answer: {e}"))
     };
-    tokio::time::timeout(timeout, exchange)
+    let mut answer = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| protocol(format!("no answer within {}s", timeout.as_secs())))?
-        .map_err(protocol)
+        .map_err(protocol)?;
+    strip_controls(&mut answer);
+    Ok(answer)
+}
+
+/// Refuses a control socket served by anyone but root, the caller's own
+/// user, or the notebookd process itself. The socket's directory belongs
+/// to the service's user, and so do its kernels: a cell could replace the
+/// socket with its own listener and feed root's nbctl whatever it likes.
+/// So a peer of another user must be the service's main process (systemd's
+/// MainPID of notebook.service, when systemd knows one) running a notebookd
+/// binary.
+fn check_peer(stream: &UnixStream) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("cannot see who serves it: {e}"))?;
+    let uid = cred.uid();
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    let Some(pid) = cred.pid().filter(|p| *p > 0) else {
+        return Err(format!(
+            "it is served by user {uid}, not by notebookd; not trusted"
+        ));
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let is_notebookd = exe
+        .as_ref()
+        .and_then(|e| e.file_name())
+        .is_some_and(|n| n == "notebookd");
+    if !is_notebookd {
+        return Err(format!(
+            "it is served by process {pid} of user {uid} ({}), not by notebookd; not trusted (restart the service: `systemctl restart notebook`)",
+            exe.map_or("unknown program".into(), |e| e.display().to_string())
+        ));
+    }
+    if let Some(main) = systemd_main_pid() {
+        if main != pid {
+            return Err(format!(
+                "it is served by process {pid}, but notebook.service's main process is {main}; not trusted (restart the service: `systemctl restart notebook`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// notebook.service's main pid, if systemd runs it.
+fn systemd_main_pid() -> Option<i32> {
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "--property=MainPID", "--value", "notebook.service"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    (out.status.success() && pid > 0).then_some(pid)
+}
+
+/// Replaces control characters in every string of `value` (a terminal
+/// would obey escape sequences in what the daemon says).
+pub fn strip_controls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.chars().any(char::is_control) => {
+            *s = s
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_controls),
+        serde_json::Value::Object(map) => map.values_mut().for_each(strip_controls),
+        _ => {}
+    }
 }

@@ -5,8 +5,16 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The default filter: rustls's own warnings are all about what a peer sent
+/// ("Illegal SNI extension: ignoring IP address presented as hostname" for
+/// every scanner that sends an IP as SNI), so a flood of such clients would
+/// become a flood of the journal; failed handshakes are logged at debug
+/// level by notebookd itself.
+const DEFAULT_FILTER: &str = "info,rustls=error";
+
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     if super::systemd::stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()

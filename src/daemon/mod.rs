@@ -21,6 +21,7 @@ mod check;
 pub mod control;
 pub mod logging;
 pub mod memory;
+pub mod nofile;
 pub mod reload;
 pub mod systemd;
 
@@ -54,6 +55,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for note in notes {
         tracing::warn!("{note}");
     }
+    let files = nofile::raise(config.limits.max_connections).map_err(anyhow::Error::msg)?;
+    tracing::debug!("open-file limit: {files}");
     prepare_dir(&config.server.state_dir, 0o700, "server.state_dir")?;
     prepare_dir(&config.server.runtime_dir, 0o750, "server.runtime_dir")?;
     let secret = SessionSecret::load_or_create(&config.server.state_dir).with_context(|| {

@@ -1,7 +1,8 @@
 //! Reloading (SIGHUP or `nbctl reload`): re-read the config and TLS files,
 //! swap in the new settings, end sessions when the password or session
 //! secret changed, restart Jupyter when its settings changed; a broken
-//! config is refused and the running one kept. The outcome of the last
+//! config is refused and the running one kept. Keys only a restart can
+//! apply keep their running values, and the outcome names them. The outcome of the last
 //! reload is kept for `nbctl status`.
 
 use std::path::{Path, PathBuf};
@@ -62,7 +63,7 @@ impl Reloader {
         tracing::info!("reloading {}", self.path.display());
         let result = self.prepare();
         let outcome = match result {
-            Ok((settings, secret)) => {
+            Ok((settings, secret, waiting)) => {
                 let old = self.app.settings();
                 let password_changed =
                     old.config.auth.password_hash != settings.config.auth.password_hash;
@@ -72,6 +73,12 @@ impl Reloader {
                 self.secret = secret;
                 self.app.replace_settings(settings);
                 let mut notes = vec!["configuration reloaded".to_string()];
+                if !waiting.is_empty() {
+                    notes.push(format!(
+                        "{} changed but take(s) effect only after a restart (`systemctl restart notebook`); the running value(s) stay",
+                        waiting.join(", ")
+                    ));
+                }
                 if password_changed || secret_changed {
                     self.app.sessions.clear();
                     notes.push(if password_changed {
@@ -105,8 +112,11 @@ impl Reloader {
         outcome
     }
 
-    fn prepare(&self) -> Result<(Settings, SessionSecret), String> {
-        let (config, _) = check(&self.path).map_err(|e| format!("{e:#}"))?;
+    /// The new settings, the session secret, and the restart-only keys
+    /// that changed: those keep their running values (one pending restart
+    /// must not make every later reload fail, `nbctl passwd` included).
+    fn prepare(&self) -> Result<(Settings, SessionSecret, Vec<&'static str>), String> {
+        let (mut config, _) = check(&self.path).map_err(|e| format!("{e:#}"))?;
         let old = self.app.settings();
         let fixed = [
             (
@@ -126,14 +136,18 @@ impl Reloader {
                 config.limits.max_connections != old.config.limits.max_connections,
             ),
         ];
-        if let Some((key, _)) = fixed.iter().find(|(_, changed)| *changed) {
-            return Err(format!(
-                "{key} changed, which needs a restart, not a reload: run `systemctl restart notebook` (or restart notebookd)"
-            ));
-        }
+        let waiting: Vec<&'static str> = fixed
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| *key)
+            .collect();
+        config.server.listen = old.config.server.listen.clone();
+        config.server.state_dir = old.config.server.state_dir.clone();
+        config.server.runtime_dir = old.config.server.runtime_dir.clone();
+        config.limits.max_connections = old.config.limits.max_connections;
         let secret = SessionSecret::load_or_create(&config.server.state_dir)
             .map_err(|e| format!("cannot read the session secret: {e}"))?;
         let settings = Settings::build(config, &secret)?;
-        Ok((settings, secret))
+        Ok((settings, secret, waiting))
     }
 }

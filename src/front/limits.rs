@@ -9,7 +9,7 @@
 //! - `Head`: the first bytes of a request arrived; the whole head must follow
 //!   within `limits.header_read_timeout`, else `408 Request Timeout`.
 //! - `Busy`: a request is being answered (bodies may take as long as they
-//!   take: uploads, downloads, long polls).
+//!   take: uploads, downloads, long polls, as long as they move; see below).
 //! - `Idle`: the response is complete; the connection is closed after
 //!   `limits.keep_alive_timeout` without a new request.
 //! - `Upgraded`: a WebSocket; no limit here.
@@ -17,11 +17,21 @@
 //! [`TimedIo`] wraps the connection's stream and sees the bytes arrive;
 //! the service marks `Busy` when hyper hands it a request, and a
 //! [`ResponseBody`] marks `Idle` when hyper has sent the last byte of it.
+//!
+//! Two progress deadlines hold in every phase, each on its own timer so that
+//! a silent peer cannot stop the clock: a write the client does not take
+//! within `limits.send_timeout` fails the connection (hyper closes it; a
+//! client that pipelines requests and never reads cannot hold it), and a
+//! request body whose next bytes do not come within
+//! `limits.body_read_timeout` fails with [`BodyTimedOut`] ([`ProgressBody`],
+//! answered with a `408`).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -117,7 +127,7 @@ impl ConnState {
     }
 }
 
-/// The connection's stream with the header-read and keep-alive clocks.
+/// The connection's stream with the header-read, keep-alive and send clocks.
 pub struct TimedIo<I> {
     inner: I,
     state: Arc<ConnState>,
@@ -127,6 +137,49 @@ pub struct TimedIo<I> {
     seen: Phase,
     deadline: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
+    send: SendClock,
+}
+
+/// The deadline of a write the client does not take.
+struct SendClock {
+    timeout: Duration,
+    /// Set while a write waits; cleared by any progress.
+    armed: bool,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl SendClock {
+    fn new(timeout: Duration) -> SendClock {
+        SendClock {
+            timeout,
+            armed: false,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Passes on a write's outcome; a write still pending after the
+    /// deadline becomes an error.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if res.is_ready() {
+            self.armed = false;
+            return res;
+        }
+        if !self.armed {
+            self.armed = true;
+            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing for limits.send_timeout",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl<I> TimedIo<I> {
@@ -145,7 +198,14 @@ impl<I> TimedIo<I> {
             seen: Phase::Fresh,
             deadline: Some(deadline),
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            send: SendClock::new(Duration::from_secs(60)),
         }
+    }
+
+    /// Sets `limits.send_timeout`.
+    pub fn with_send_timeout(mut self, timeout: Duration) -> TimedIo<I> {
+        self.send = SendClock::new(timeout);
+        self
     }
 
     fn arm(&mut self, deadline: Instant) {
@@ -230,15 +290,21 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.send.check(cx, res)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        this.send.check(cx, res)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.send.check(cx, res)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -250,14 +316,261 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.send.check(cx, res)
+    }
+}
+
+/// `limits.body_read_timeout` and `jupyter.response_timeout`, handed to the
+/// request's handlers with the request (an extension set when hyper hands
+/// it over).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub body: Duration,
+    pub response: Duration,
+}
+
+impl Default for Deadlines {
+    /// The config's defaults.
+    fn default() -> Self {
+        Deadlines {
+            body: Duration::from_secs(30),
+            response: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How far a [`ProgressBody`] got: shared with whoever forwards it.
+#[derive(Default)]
+pub struct BodyProgress {
+    timed_out: std::sync::atomic::AtomicBool,
+    ended: Mutex<Option<Instant>>,
+}
+
+impl BodyProgress {
+    /// The client stopped sending for `limits.body_read_timeout`.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+
+    /// When the last byte of the body was read; `None` while it streams.
+    pub fn ended(&self) -> Option<Instant> {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn end(&self) {
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        if ended.is_none() {
+            *ended = Some(Instant::now());
+        }
+    }
+}
+
+/// A request body whose next bytes did not come within `limits.body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no more of the request body for limits.body_read_timeout")]
+pub struct BodyTimedOut;
+
+/// A request body with a progress deadline: each wait for its next frame
+/// may last `timeout`, on a timer of its own (a client that sends nothing
+/// cannot delay it). After the deadline it fails with [`BodyTimedOut`] and
+/// says so in its [`BodyProgress`], so that whoever forwarded it can answer
+/// `408`; the progress also tells when the body ended, from when Jupyter's
+/// answer is awaited.
+pub struct ProgressBody<B> {
+    inner: B,
+    timeout: Duration,
+    armed: bool,
+    sleep: Pin<Box<Sleep>>,
+    progress: Arc<BodyProgress>,
+}
+
+impl<B: Body> ProgressBody<B> {
+    pub fn new(inner: B, timeout: Duration) -> ProgressBody<B> {
+        let progress = Arc::new(BodyProgress::default());
+        if inner.is_end_stream() {
+            progress.end();
+        }
+        ProgressBody {
+            inner,
+            timeout,
+            armed: false,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            progress,
+        }
+    }
+
+    pub fn progress(&self) -> Arc<BodyProgress> {
+        self.progress.clone()
+    }
+}
+
+impl<B> Body for ProgressBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                if frame.is_none() || this.inner.is_end_stream() {
+                    this.progress.end();
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !this.armed {
+                    this.armed = true;
+                    this.sleep.as_mut().reset(Instant::now() + this.timeout);
+                }
+                if this.sleep.as_mut().poll(cx).is_ready() {
+                    this.progress.timed_out.store(true, Ordering::Release);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
 /// A connection's place under `limits.max_connections`. A WebSocket keeps
 /// it after the upgrade, until the socket closes.
 #[derive(Clone)]
-pub struct ConnectionSlot(pub Arc<OwnedSemaphorePermit>);
+pub struct ConnectionSlot(pub Arc<Held>);
+
+/// What an open connection holds: its place under `limits.max_connections`
+/// and under `limits.max_connections_per_client`.
+pub struct Held {
+    _slot: OwnedSemaphorePermit,
+    _client: Option<ClientHold>,
+}
+
+impl Held {
+    pub fn new(slot: OwnedSemaphorePermit, client: Option<ClientHold>) -> Held {
+        Held {
+            _slot: slot,
+            _client: client,
+        }
+    }
+}
+
+/// Open connections per client (`limits.max_connections_per_client`). Only
+/// clients with an open connection have an entry, so the table is no
+/// bigger than `limits.max_connections`.
+#[derive(Default)]
+pub struct ClientCounts(Mutex<HashMap<IpAddr, u32>>);
+
+impl ClientCounts {
+    /// Counts a new connection of `ip`, or refuses it if the client already
+    /// has `max` open.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<ClientHold> {
+        let key = client_key(ip);
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(key).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                counts.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(ClientHold {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    /// Open connections of the client at `ip`.
+    pub fn of(&self, ip: IpAddr) -> u32 {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.get(&client_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// One connection counted against its client; uncounted when dropped.
+pub struct ClientHold {
+    counts: Arc<ClientCounts>,
+    key: IpAddr,
+}
+
+impl Drop for ClientHold {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The unit a client is counted in: an IPv4 address, or an IPv6 /64 (one
+/// host usually holds a whole /64).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match crate::config::canonical_ip(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
+/// A warning that clients can cause over and over: written at most once per
+/// interval, with the number of times it happened since the last line.
+pub struct WarnThrottle {
+    last: AtomicU64,
+    count: AtomicU64,
+}
+
+impl WarnThrottle {
+    pub const fn new() -> WarnThrottle {
+        WarnThrottle {
+            last: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one occurrence; `Some(n)` when a line is due, `n` occurrences
+    /// (this one included) since the last line.
+    pub fn hit(&self, interval_secs: u64) -> Option<u64> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let now = crate::auth::session::unix_now();
+        let last = self.last.load(Ordering::Relaxed);
+        if last + interval_secs > now {
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        Some(self.count.swap(0, Ordering::Relaxed).max(1))
+    }
+}
+
+impl Default for WarnThrottle {
+    fn default() -> Self {
+        WarnThrottle::new()
+    }
+}
 
 /// A response body that tells the connection when hyper is done with it.
 pub struct ResponseBody<B> {
@@ -299,6 +612,43 @@ impl<B: Body + Unpin> Body for ResponseBody<B> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_per_address_and_ipv6_per_64() {
+        let counts = Arc::new(ClientCounts::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = counts.enter(a, 2).unwrap();
+        let second = counts.enter(b, 2).unwrap();
+        assert!(counts.enter(a, 2).is_none(), "a third from the same /64");
+        assert!(
+            counts.enter(c, 2).is_some(),
+            "another client is not affected"
+        );
+        drop(first);
+        let third = counts.enter(b, 2);
+        assert!(third.is_some());
+        drop((second, third));
+        assert_eq!(counts.of(a), 0);
+        assert!(counts.0.lock().unwrap().is_empty(), "no entry stays behind");
+        // An IPv4-mapped IPv6 address is the IPv4 client.
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), c);
+    }
+
+    #[test]
+    fn throttled_warnings_count_what_they_left_out() {
+        let t = WarnThrottle::new();
+        assert_eq!(t.hit(3600), Some(1));
+        for _ in 0..99 {
+            assert_eq!(t.hit(3600), None);
+        }
+        t.last.store(0, Ordering::Relaxed);
+        assert_eq!(t.hit(3600), Some(100));
+    }
+
     #[test]
     fn request_timeout_response_has_the_right_length() {
         let text = std::str::from_utf8(super::REQUEST_TIMEOUT).unwrap();

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -16,7 +15,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use super::limits::{ConnState, ConnectionSlot, ResponseBody, TimedIo};
+use super::limits::{
+    ClientCounts, ConnState, ConnectionSlot, Deadlines, Held, ResponseBody, TimedIo, WarnThrottle,
+};
 use super::route::handle;
 use super::workers::Workers;
 use super::{App, ClientConn, respond};
@@ -29,6 +30,7 @@ pub struct Door {
     alive: mpsc::Sender<()>,
     slots: Arc<Semaphore>,
     overflow: Arc<Semaphore>,
+    clients: Arc<ClientCounts>,
 }
 
 /// The other side of [`Door`]: starts and awaits the drain.
@@ -47,6 +49,7 @@ impl DoorKeeper {
             alive: alive_tx.clone(),
             slots: Arc::new(Semaphore::new(max_connections)),
             overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
+            clients: Arc::default(),
         };
         (
             DoorKeeper {
@@ -117,14 +120,17 @@ pub async fn accept_loop(
             biased;
             _ = door.shutdown.changed() => return,
             p = door.slots.clone().acquire_owned() => match p { Ok(p) => Slot::Serve(p), Err(_) => return },
-            p = door.overflow.clone().acquire_owned() => match p { Ok(p) => Slot::Refuse(p), Err(_) => return },
+            p = door.overflow.clone().acquire_owned() => match p { Ok(p) => Slot::Refuse(p, Refusal::Full), Err(_) => return },
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    static ACCEPT_FAILED: WarnThrottle = WarnThrottle::new();
+                    if let Some(n) = ACCEPT_FAILED.hit(10) {
+                        tracing::warn!("accept failed ({n} times in the last 10s): {e}");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -133,14 +139,28 @@ pub async fn accept_loop(
         };
         // A slot may have freed up while we waited for the connection.
         let slot = match slot {
-            Slot::Refuse(p) => match door.slots.clone().try_acquire_owned() {
+            Slot::Refuse(p, why) => match door.slots.clone().try_acquire_owned() {
                 Ok(serve) => {
                     drop(p);
                     Slot::Serve(serve)
                 }
-                Err(_) => Slot::Refuse(p),
+                Err(_) => Slot::Refuse(p, why),
             },
             serve => serve,
+        };
+        let (slot, client) = match slot {
+            Slot::Serve(permit) => match count_client(&app, &door, peer) {
+                Ok(client) => (Slot::Serve(permit), client),
+                Err(()) => {
+                    drop(permit);
+                    match door.overflow.clone().try_acquire_owned() {
+                        Ok(p) => (Slot::Refuse(p, Refusal::PerClient), None),
+                        // Too many refusals at once already: just close it.
+                        Err(_) => continue,
+                    }
+                }
+            },
+            refuse => (refuse, None),
         };
         // Registered with the worker's own I/O driver rather than this one's:
         // its readiness is then never relayed from thread to thread.
@@ -163,10 +183,11 @@ pub async fn accept_loop(
             };
             match slot {
                 Slot::Serve(permit) => {
-                    let serve = serve_connection(&app, stream, peer, door, Arc::new(permit));
+                    let held = Arc::new(Held::new(permit, client));
+                    let serve = serve_connection(&app, stream, peer, door, held);
                     app.counting_connection(serve).await;
                 }
-                Slot::Refuse(_permit) => refuse_connection(&app, stream, peer).await,
+                Slot::Refuse(_permit, why) => refuse_connection(&app, stream, peer, why).await,
             }
         });
     }
@@ -174,7 +195,51 @@ pub async fn accept_loop(
 
 enum Slot {
     Serve(OwnedSemaphorePermit),
-    Refuse(OwnedSemaphorePermit),
+    Refuse(OwnedSemaphorePermit, Refusal),
+}
+
+/// Why a connection is answered 503.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// `limits.max_connections` reached.
+    Full,
+    /// `limits.max_connections_per_client` reached by this client.
+    PerClient,
+}
+
+/// Counts the connection against its client address; `Err` if the client
+/// has `limits.max_connections_per_client` open already. Trusted proxies
+/// carry many clients and are not counted.
+fn count_client(
+    app: &App,
+    door: &Door,
+    peer: SocketAddr,
+) -> Result<Option<super::limits::ClientHold>, ()> {
+    let settings = app.settings();
+    let ip = crate::config::canonical_ip(peer.ip());
+    if settings
+        .config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|p| p.contains(ip))
+    {
+        return Ok(None);
+    }
+    let max = settings.config.limits.max_connections_per_client;
+    door.clients.enter(ip, max).map(Some).ok_or(())
+}
+
+/// Dead peers are noticed: keep-alive probes on an idle connection, and a
+/// bound on how long sent data may stay unacknowledged.
+fn set_socket_options(stream: &TcpStream, send_timeout: Duration) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &60);
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &15);
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &4);
+    let ms = u32::try_from(send_timeout.as_millis()).unwrap_or(u32::MAX);
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &ms);
 }
 
 /// Connections over the limit at once that get a 503 rather than a wait.
@@ -185,13 +250,14 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut door: Door,
-    slot: Arc<OwnedSemaphorePermit>,
+    slot: Arc<Held>,
 ) {
     let _alive = door.alive.clone();
     // Small kernel messages must not wait for a delayed ACK.
     let _ = stream.set_nodelay(true);
     let settings = app.settings();
     let limits = &settings.config.limits;
+    set_socket_options(&stream, limits.send_timeout.get());
     let mut http = hyper::server::conn::http1::Builder::new();
     // The header read timeout and the keep-alive timeout are TimedIo's (it answers 408).
     http.timer(TokioTimer::new())
@@ -202,6 +268,7 @@ async fn serve_connection(
     let state = Arc::new(ConnState::default());
     let header_timeout = limits.header_read_timeout.get();
     let keep_alive = limits.keep_alive_timeout.get();
+    let send_timeout = limits.send_timeout.get();
 
     match &settings.tls {
         Some(acceptor) => {
@@ -232,7 +299,8 @@ async fn serve_connection(
                 // An ACME TLS-ALPN-01 validation: the handshake was the answer.
                 return;
             }
-            let io = TimedIo::new(tls_stream, state.clone(), header_timeout, keep_alive);
+            let io = TimedIo::new(tls_stream, state.clone(), header_timeout, keep_alive)
+                .with_send_timeout(send_timeout);
             drive(
                 app,
                 http,
@@ -246,7 +314,8 @@ async fn serve_connection(
             .await;
         }
         None => {
-            let io = TimedIo::new(stream, state.clone(), header_timeout, keep_alive);
+            let io = TimedIo::new(stream, state.clone(), header_timeout, keep_alive)
+                .with_send_timeout(send_timeout);
             drive(
                 app,
                 http,
@@ -271,7 +340,7 @@ async fn drive<I>(
     tls: bool,
     door: &mut Door,
     state: Arc<ConnState>,
-    slot: Arc<OwnedSemaphorePermit>,
+    slot: Arc<Held>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -286,6 +355,11 @@ async fn drive<I>(
             if super::proxy::is_upgrade(req.headers()) {
                 req.extensions_mut().insert(ConnectionSlot(slot.clone()));
             }
+            let config = &app.settings().config;
+            req.extensions_mut().insert(Deadlines {
+                body: config.limits.body_read_timeout.get(),
+                response: config.jupyter.response_timeout.get(),
+            });
             async move {
                 state.request_started();
                 let resp = handle(app, &client_conn, req).await;
@@ -326,16 +400,36 @@ async fn drive<I>(
 
 /// Answers one request on a connection over `limits.max_connections` with a
 /// 503 and closes it.
-async fn refuse_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr) {
-    static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
-    let now = crate::auth::session::unix_now();
-    if LAST_WARNING.swap(now, Ordering::Relaxed) + 10 <= now {
-        tracing::warn!(%peer, "limits.max_connections reached: answering 503 to new connections");
+async fn refuse_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr, why: Refusal) {
+    // One line per interval however many clients are refused: a flood of
+    // connections must not become a flood of the journal.
+    static FULL: WarnThrottle = WarnThrottle::new();
+    static PER_CLIENT: WarnThrottle = WarnThrottle::new();
+    match why {
+        Refusal::Full => {
+            if let Some(n) = FULL.hit(10) {
+                tracing::warn!(last = %peer, "limits.max_connections reached: {n} connections answered 503 in the last 10s");
+            }
+        }
+        Refusal::PerClient => {
+            if let Some(n) = PER_CLIENT.hit(10) {
+                tracing::warn!(last = %peer, "limits.max_connections_per_client reached: {n} connections answered 503 in the last 10s");
+            }
+        }
     }
     let settings = app.settings();
     let limits = &settings.config.limits;
     let timeout = limits.header_read_timeout.get().min(Duration::from_secs(5));
-    let max = limits.max_connections;
+    let message = match why {
+        Refusal::Full => format!(
+            "Too many open connections (limits.max_connections = {}); try again in a few seconds.\n",
+            limits.max_connections
+        ),
+        Refusal::PerClient => format!(
+            "Too many open connections from your address (limits.max_connections_per_client = {}); close some tabs or try again in a few seconds.\n",
+            limits.max_connections_per_client
+        ),
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(timeout)
@@ -345,13 +439,12 @@ async fn refuse_connection(app: &Arc<App>, stream: TcpStream, peer: SocketAddr) 
     let tls = settings.tls.is_some();
     let service = service_fn(move |_req: Request<Incoming>| {
         let settings = settings.clone();
+        let message = message.clone();
         async move {
             let mut resp = respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain; charset=utf-8",
-                format!(
-                    "Too many open connections (limits.max_connections = {max}); try again in a few seconds.\n"
-                ),
+                message,
             );
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -10,10 +10,12 @@ use hyper::body::Incoming;
 
 use super::client::ClientInfo;
 use super::headers::session_cookie;
+use super::limits::Deadlines;
+use super::limits::WarnThrottle;
 use super::target::check_path;
 use super::{App, Body, Settings, html, json, pages, redirect};
-use crate::auth::Verdict;
 use crate::auth::session::{COOKIE_NAME, Session, SessionKeys, unix_now};
+use crate::auth::{LoginLimits, Verdict};
 
 /// A login form is a password and a path: anything bigger is not one.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -183,6 +185,22 @@ async fn post_login(
 ) -> Response<Body> {
     let base = settings.base_url();
     let auth = &settings.config.auth;
+    let limits = LoginLimits {
+        attempts: auth.login_attempts,
+        window: auth.login_window.get(),
+    };
+    let trusted = auth.trusted_clients.iter().any(|t| t.contains(client.ip));
+    // A client that must wait anyway is told so before its form is read.
+    if let Some(wait) = app.login.wait(client.ip, trusted, &limits) {
+        log_refusal(client);
+        return too_many(
+            base,
+            base,
+            wait,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts; wait a moment before trying again.",
+        );
+    }
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -198,16 +216,31 @@ async fn post_login(
             ),
         );
     }
-    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    // The whole form within one body_read_timeout, before anything else:
+    // a client that announces a body and sends none holds nothing for long.
+    let deadline = req
+        .extensions()
+        .get::<Deadlines>()
+        .copied()
+        .unwrap_or_default()
+        .body;
+    let read = Limited::new(req.into_body(), MAX_FORM_BYTES).collect();
+    let body = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return html(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 pages::login(base, base, Some("The login form was too large.")),
             );
+        }
+        Err(_) => {
+            let mut resp = html(
+                StatusCode::REQUEST_TIMEOUT,
+                pages::login(base, base, Some("The login form took too long to arrive.")),
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
         }
     };
     let mut password = None;
@@ -231,13 +264,7 @@ async fn post_login(
     };
     let verdict = app
         .login
-        .check(
-            hash,
-            password,
-            client.ip,
-            auth.login_attempts,
-            auth.login_window.get(),
-        )
+        .check(hash, password, client.ip, trusted, &limits)
         .await;
     match verdict {
         Verdict::Accepted => {
@@ -261,6 +288,8 @@ async fn post_login(
             resp
         }
         Verdict::Rejected => {
+            // One line per failure (fail2ban reads them): the limits bound
+            // how many there can be, unlike the refusals below.
             tracing::warn!(client = %client.ip, "failed login");
             let mut resp = html(
                 StatusCode::UNAUTHORIZED,
@@ -273,7 +302,7 @@ async fn post_login(
             resp
         }
         Verdict::Limited(wait) => {
-            tracing::warn!(client = %client.ip, "login refused: too many attempts");
+            log_refusal(client);
             too_many(
                 base,
                 &next,
@@ -292,6 +321,15 @@ async fn post_login(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is busy checking other logins; try again in a few seconds.",
         ),
+    }
+}
+
+/// One line per interval however many guesses are refused: a flood of
+/// guesses must not become a flood of the journal.
+fn log_refusal(client: &ClientInfo) {
+    static LIMITED: WarnThrottle = WarnThrottle::new();
+    if let Some(n) = LIMITED.hit(10) {
+        tracing::warn!(last = %client.ip, "login refused: too many attempts ({n} in the last 10s)");
     }
 }
 

@@ -24,7 +24,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use super::client::ClientInfo;
-use super::limits::ConnectionSlot;
+use super::limits::{ConnectionSlot, Deadlines, ProgressBody};
+
+/// What a request to Jupyter carries: the client's body, with its progress
+/// deadline (`limits.body_read_timeout`).
+type UpstreamBody = ProgressBody<Incoming>;
 
 /// How long a connection to Jupyter may wait unused for the next client connection.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,7 +51,7 @@ pub struct Upstream {
 
 /// A connection to Jupyter whose client connection ended, kept for the next one.
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<UpstreamBody>,
     connection: JupyterConnection,
     since: Instant,
     /// The worker thread whose I/O driver watches its socket: only a client
@@ -63,6 +67,13 @@ pub enum ProxyError {
     Connect(String),
     #[error("Jupyter failed to answer: {0}")]
     Upstream(String),
+    /// The client stopped sending the request body (`limits.body_read_timeout`).
+    #[error("the client stopped sending the request body")]
+    ClientTimedOut,
+    /// Jupyter sent no response head within `jupyter.response_timeout` of
+    /// the end of the request.
+    #[error("Jupyter did not answer within {}s (jupyter.response_timeout)", .0.as_secs())]
+    Timeout(Duration),
 }
 
 /// The connection to Jupyter of one client connection.
@@ -80,7 +91,7 @@ pub struct UpstreamConn {
 #[derive(Default)]
 struct Slot {
     /// Taken out while a request is sent; put back with the response.
-    sender: Option<SendRequest<Incoming>>,
+    sender: Option<SendRequest<UpstreamBody>>,
     connection: Option<JupyterConnection>,
     /// The client connection's task, to poll a connection opened after it last looked.
     waker: Option<Waker>,
@@ -122,11 +133,11 @@ impl UpstreamConn {
         }
     }
 
-    fn take_sender(&self) -> Option<SendRequest<Incoming>> {
+    fn take_sender(&self) -> Option<SendRequest<UpstreamBody>> {
         self.lock().sender.take()
     }
 
-    fn put_sender(&self, sender: SendRequest<Incoming>) {
+    fn put_sender(&self, sender: SendRequest<UpstreamBody>) {
         self.lock().sender = Some(sender);
     }
 
@@ -144,7 +155,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<(SendRequest<Incoming>, JupyterConnection), ProxyError> {
+    async fn connect(&self) -> Result<(SendRequest<UpstreamBody>, JupyterConnection), ProxyError> {
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| ProxyError::Connect(format!("{}: {e}", self.socket.display())))?;
@@ -157,7 +168,7 @@ impl Upstream {
     }
 
     /// An unused connection another client connection left, if one is still good.
-    async fn take_idle(&self) -> Option<(SendRequest<Incoming>, JupyterConnection)> {
+    async fn take_idle(&self) -> Option<(SendRequest<UpstreamBody>, JupyterConnection)> {
         let here = std::thread::current().id();
         loop {
             let mut idle = {
@@ -209,7 +220,7 @@ impl Upstream {
     async fn sender(
         &self,
         conn: &UpstreamConn,
-    ) -> Result<(SendRequest<Incoming>, bool), ProxyError> {
+    ) -> Result<(SendRequest<UpstreamBody>, bool), ProxyError> {
         if let Some(sender) = conn.take_sender() {
             if !sender.is_closed() {
                 return Ok((sender, true));
@@ -232,7 +243,7 @@ impl Upstream {
     async fn send(
         &self,
         conn: &UpstreamConn,
-        mut req: Request<Incoming>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         loop {
             let (mut sender, reused) = self.sender(conn).await?;
@@ -287,7 +298,34 @@ impl Upstream {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let mut resp = self.send(conn, Request::from_parts(parts, body)).await?;
+        let deadlines = parts
+            .extensions
+            .get::<Deadlines>()
+            .copied()
+            .unwrap_or_default();
+        let body = ProgressBody::new(body, deadlines.body);
+        let progress = body.progress();
+        let sent = self.send(conn, Request::from_parts(parts, body));
+        tokio::pin!(sent);
+        // Jupyter's time to answer counts from the end of the request body (an
+        // upload takes what it takes; its own progress deadline bounds it).
+        let wait = deadlines.response;
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let result = loop {
+            tokio::select! {
+                r = &mut sent => break r,
+                () = tokio::time::sleep_until(deadline) => match progress.ended() {
+                    Some(ended) if ended.elapsed() >= wait => return Err(ProxyError::Timeout(wait)),
+                    Some(ended) => deadline = ended + wait,
+                    None => deadline = tokio::time::Instant::now() + wait,
+                },
+            }
+        };
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(_) if progress.timed_out() => return Err(ProxyError::ClientTimedOut),
+            Err(e) => return Err(e),
+        };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(downstream) = downstream_upgrade {
@@ -365,8 +403,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Headers a `Connection` token may not remove: Jupyter's Host and Origin
+/// checks, its XSRF check, the length of the body and who is asking
+/// depend on them (`Connection: host` would otherwise take away the Host
+/// that was validated, and with it Jupyter's Origin check).
+const NOT_HOP_BY_HOP: [HeaderName; 7] = [
+    header::HOST,
+    header::COOKIE,
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+    header::ORIGIN,
+    header::CONTENT_TYPE,
+    HeaderName::from_static("x-xsrftoken"),
+];
+
 /// Drops the headers that describe one connection only, including those
-/// the Connection header names. Transfer-Encoding is hyper's to set.
+/// the Connection header names (but never [`NOT_HOP_BY_HOP`]).
+/// Transfer-Encoding is hyper's to set.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         // `keep-alive` and `upgrade`, the usual tokens, go below anyway:
@@ -380,6 +433,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .filter(|t| {
                 !HOP_BY_HOP
                     .iter()
+                    .chain(NOT_HOP_BY_HOP.iter())
                     .any(|h| t.eq_ignore_ascii_case(h.as_str()))
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -484,6 +538,30 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_checks_depend_on() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(
+                "host, Cookie, content-length, authorization, origin, x-xsrftoken",
+            ),
+        );
+        for name in [
+            "host",
+            "cookie",
+            "content-length",
+            "authorization",
+            "origin",
+            "x-xsrftoken",
+        ] {
+            h.insert(name, HeaderValue::from_static("kept"));
+        }
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 6, "{h:?}");
+        assert!(!h.contains_key(header::CONNECTION));
     }
 
     #[test]

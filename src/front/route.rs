@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::client::ClientInfo;
 use super::proxy::{ProxyError, UpstreamConn};
-use super::target::{check_host, check_path};
+use super::target::{check_host, check_path, head_size, origin_matches};
 use super::{App, Body, ClientConn, Settings, html, json, login, pages, redirect, respond};
 use crate::jupyter::JupyterState;
 
@@ -72,9 +72,18 @@ async fn route(
             "Only origin-form request targets (a path) are served.",
         );
     }
-    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if target_len > settings.config.limits.max_uri_bytes as usize {
+    let target = req.uri().path_and_query().map_or("", |pq| pq.as_str());
+    if target.len() > settings.config.limits.max_uri_bytes as usize {
         return refuse(StatusCode::URI_TOO_LONG, "The request target is too long.");
+    }
+    // hyper's limit is its read buffer's size, which may overshoot: exactly here.
+    if head_size(req.method(), target, req.headers())
+        > settings.config.limits.max_header_bytes as usize
+    {
+        return refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "The request headers are too large (limits.max_header_bytes).",
+        );
     }
     let path = req.uri().path();
     if let Err(why) = check_path(path) {
@@ -83,7 +92,7 @@ async fn route(
     if let Err(why) = check_host(req.headers()) {
         return refuse(StatusCode::BAD_REQUEST, why);
     }
-    if cross_site_write(&req) {
+    if cross_site_write(&req) || foreign_origin_write(settings, client, &req) {
         return refuse(
             StatusCode::FORBIDDEN,
             "This request came from another site; it is refused.",
@@ -155,6 +164,24 @@ async fn route(
             tracing::warn!("{e}");
             Reply::Own(unavailable_for(settings, wants_html, "restarting"))
         }
+        Err(ProxyError::ClientTimedOut) => {
+            tracing::debug!(client = %client.ip, "request body timed out");
+            let mut resp = error_page(
+                settings,
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body stopped arriving (limits.body_read_timeout).",
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Reply::Own(resp)
+        }
+        Err(e @ ProxyError::Timeout(_)) => {
+            tracing::warn!("{e}");
+            refuse(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Jupyter did not answer in time (jupyter.response_timeout); it may be busy. Try again.",
+            )
+        }
         Err(ProxyError::Upstream(e)) => {
             tracing::warn!("proxying to Jupyter failed: {e}");
             refuse(
@@ -182,6 +209,33 @@ fn cross_site_write(req: &Request<Incoming>) -> bool {
     matches!(site, Some(b"cross-site" | b"same-site"))
         || h.get(header::ORIGIN)
             .is_some_and(|o| o.as_bytes() == b"null")
+}
+
+/// A state-changing request (or a WebSocket) whose `Origin` is neither this
+/// site (its Host) nor an allowed embedding origin: refused here, not left
+/// to Jupyter's check alone (which is off for some settings, and does not
+/// guard notebookd's own login).
+fn foreign_origin_write(settings: &Settings, client: &ClientInfo, req: &Request<Incoming>) -> bool {
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || super::proxy::is_upgrade(req.headers());
+    if !writes {
+        return false;
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        // Not a browser's request (browsers send Origin on these).
+        return false;
+    };
+    let Some(host) = req.headers().get(header::HOST) else {
+        return true;
+    };
+    let allowed: Vec<&str> = settings
+        .config
+        .embed
+        .frame_ancestors
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+    !origin_matches(origin.as_bytes(), host.as_bytes(), client.https, &allowed)
 }
 
 fn accepts_html(req: &Request<Incoming>) -> bool {

@@ -66,9 +66,101 @@ pub fn check_host(headers: &http::HeaderMap) -> Result<(), &'static str> {
     }
 }
 
+/// The exact size of a request head as it came on the wire (request line,
+/// headers, their separators and the blank line): hyper's own limit on the
+/// head is only its read buffer's size, which may overshoot.
+pub fn head_size(method: &http::Method, target: &str, headers: &http::HeaderMap) -> usize {
+    // "METHOD TARGET HTTP/1.1\r\n" ... "\r\n"
+    let line = method.as_str().len() + 1 + target.len() + 1 + 8 + 2;
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + fields + 2
+}
+
+/// Whether `origin` (an `Origin` header) is the site of `host` (the Host
+/// header), over `https` or not, or one of the `allowed` origins (wildcard
+/// forms like `https://*.example.com` included). Default ports are the same
+/// as none.
+pub fn origin_matches(origin: &[u8], host: &[u8], https: bool, allowed: &[&str]) -> bool {
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let origin = origin.trim().to_ascii_lowercase();
+    let scheme = if https { "https://" } else { "http://" };
+    let normal = |authority: &str, https: bool| -> String {
+        let a = authority.to_ascii_lowercase();
+        let default = if https { ":443" } else { ":80" };
+        a.strip_suffix(default).map_or(a.clone(), str::to_owned)
+    };
+    if let Some(authority) = origin.strip_prefix(scheme) {
+        if normal(authority, https) == normal(host.trim(), https) {
+            return true;
+        }
+    }
+    allowed.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        match a.split_once("://*.") {
+            Some((a_scheme, suffix)) => origin
+                .strip_prefix(a_scheme)
+                .and_then(|rest| rest.strip_prefix("://"))
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .is_some_and(|label| label.ends_with('.') && label.len() > 1),
+            None => a == origin,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_match_their_host_only() {
+        let m = |o: &str, h: &str, https| {
+            origin_matches(
+                o.as_bytes(),
+                h.as_bytes(),
+                https,
+                &["https://*.example.org", "https://embed.example.net"],
+            )
+        };
+        assert!(m("https://nb.example.com", "nb.example.com", true));
+        assert!(m("https://NB.example.com:443", "nb.example.com", true));
+        assert!(m(
+            "https://nb.example.com:8443",
+            "nb.example.com:8443",
+            true
+        ));
+        assert!(m("http://localhost:9999", "localhost:9999", false));
+        assert!(
+            !m("http://nb.example.com", "nb.example.com", true),
+            "scheme"
+        );
+        assert!(!m("https://evil.example", "nb.example.com", true));
+        assert!(!m("https://nb.example.com.evil", "nb.example.com", true));
+        assert!(
+            !m("https://nb.example.com:8443", "nb.example.com", true),
+            "port"
+        );
+        assert!(!m("null", "nb.example.com", true));
+        assert!(m("https://site.example.org", "nb.example.com", true));
+        assert!(!m("https://example.org", "nb.example.com", true));
+        assert!(!m("https://evilexample.org", "nb.example.com", true));
+        assert!(m("https://embed.example.net", "nb.example.com", true));
+    }
+
+    #[test]
+    fn head_size_is_exact() {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", http::HeaderValue::from_static("localhost"));
+        let wire = "GET /x HTTP/1.1\r\nhost: localhost\r\n\r\n";
+        assert_eq!(head_size(&http::Method::GET, "/x", &h), wire.len());
+    }
 
     #[test]
     fn path_tricks_are_refused() {

@@ -28,7 +28,6 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -38,13 +37,27 @@ use gateway::{GatewayHealth, GatewayPlan};
 
 /// How many of Jupyter's last output lines are kept for crash reports.
 const LAST_LINES: usize = 30;
+/// Environment variables of notebookd's own service manager that the child
+/// must not inherit.
+const SYSTEMD_VARIABLES: [&str; 8] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "MAINPID",
+];
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a starting Jupyter is asked whether it answers: at 100 ms,
 /// READY=1 came 50 ms (up to 100 ms) after Jupyter could answer.
 const READINESS_POLL: Duration = Duration::from_millis(10);
 const LIVENESS_EVERY: Duration = Duration::from_secs(10);
-/// Consecutive failed liveness probes before Jupyter is considered hung.
-const LIVENESS_FAILURES: u32 = 3;
+/// Consecutive failed liveness probes before Jupyter is considered hung: a
+/// minute, since a Jupyter that runs nbconvert synchronously (classic 6.x)
+/// is merely busy for half of one.
+const LIVENESS_FAILURES: u32 = 6;
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Readiness this long resets the backoff.
@@ -144,6 +157,9 @@ pub struct JupyterStatus {
     /// Starts after the first one.
     pub restarts: u32,
     pub last_error: Option<String>,
+    /// How the health checks of the running Jupyter went lately, when not
+    /// all well (missed checks, a recovery): for `nbctl status`.
+    pub health: Option<String>,
     #[serde(skip)]
     pub ready_since: Option<SystemTime>,
     /// The socket the proxy connects to.
@@ -182,6 +198,7 @@ impl Supervisor {
             pid: None,
             restarts: 0,
             last_error: None,
+            health: None,
             ready_since: None,
             socket: plan.socket(),
             gateway: plan.gateway.as_ref().map(|_| GatewayHealth::unknown()),
@@ -446,8 +463,13 @@ impl Task {
             .arg(format!("--config={}", config_path.display()))
             .args(&self.plan.args)
             .env("JUPYTER_RUNTIME_DIR", &runtime)
-            .env("PYTHONUNBUFFERED", "1")
-            .envs(&self.plan.env)
+            .env("PYTHONUNBUFFERED", "1");
+        // systemd's variables are notebookd's: a kernel that inherited
+        // NOTIFY_SOCKET could tell systemd the service is ready or stopping.
+        for var in SYSTEMD_VARIABLES {
+            cmd.env_remove(var);
+        }
+        cmd.envs(&self.plan.env)
             .envs(venv_first_on_path(&self.plan).map(|p| ("PATH", p)))
             // After jupyter.env: the gateway keys are the ones that say where kernels run.
             .envs(&gateway_env)
@@ -510,6 +532,7 @@ impl Task {
             s.state = JupyterState::Starting;
             s.pid = None;
             s.ready_since = None;
+            s.health = None;
         });
         let resolved = match self.resolve().await {
             Ok(r) => r,
@@ -537,7 +560,9 @@ impl Task {
             RunEnd::Failed(why) => Some(why.clone()),
             _ => None,
         };
-        self.stop_child(&mut child, why.is_none()).await;
+        // Even a hung Jupyter gets SIGTERM and jupyter.stop_timeout first:
+        // it may only be busy, and a clean stop saves the kernels' state.
+        self.stop_child(&mut child, true).await;
         if let Some(why) = why {
             let lines = self
                 .last_lines
@@ -604,14 +629,26 @@ impl Task {
                 req = self.requests.recv() => return request_end(req),
                 _ = recv_signal(&mut sigchld) => reap::reap_zombies(),
                 _ = every.tick() => {
-                    match probe(&socket, &api).await {
+                    match probe_checked(&socket, &api).await {
                         Ok(_) => {
+                            if failures > 0 {
+                                let note = format!("answered again at {} after {failures} missed health check(s)", now_rfc3339());
+                                tracing::info!("Jupyter {note}");
+                                self.status.send_modify(|s| s.health = Some(note));
+                            }
                             failures = 0;
                             self.check_gateway(&socket).await;
                         }
-                        Err(e) => {
+                        // notebookd's own shortage (descriptors, memory) says
+                        // nothing about Jupyter: never kill it for that.
+                        Err(ProbeError { local: true, message }) => {
+                            tracing::warn!("cannot check Jupyter's health: {message} (not counted against Jupyter)");
+                        }
+                        Err(ProbeError { message: e, .. }) => {
                             failures += 1;
                             tracing::warn!("Jupyter did not answer a health check ({failures}/{LIVENESS_FAILURES}): {e}");
+                            let note = format!("missed {failures} health check(s) in a row, the last at {}: {e}", now_rfc3339());
+                            self.status.send_modify(|s| s.health = Some(note));
                             if failures >= LIVENESS_FAILURES {
                                 return RunEnd::Failed(format!("it stopped answering ({e})"));
                             }
@@ -719,27 +756,144 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Longest line of the child's output that is logged; the rest of it is counted.
+const MAX_LINE: usize = 4096;
+/// Lines of the child's output logged per second at most; the rest are counted.
+const LINES_PER_SECOND: u32 = 100;
+
 /// Copies the child's output into the log, keeping the last lines.
+///
+/// Kernels inherit this output, so a cell decides what arrives: 200 MB
+/// without a newline, or a progress bar redrawn with `\r` a million times.
+/// Lines therefore end at `\n` or `\r`, are cut at [`MAX_LINE`] bytes, and
+/// at most [`LINES_PER_SECOND`] are logged; memory stays bounded whatever
+/// comes.
 async fn forward_output(
-    stream: impl tokio::io::AsyncRead + Unpin,
+    mut stream: impl tokio::io::AsyncRead + Unpin,
     last: Arc<Mutex<VecDeque<String>>>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    let mut filter = OutputFilter::default();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match filter.loudness(&line) {
-            Loudness::Error => tracing::error!(target: "jupyter", "{line}"),
-            Loudness::Warn => tracing::warn!(target: "jupyter", "{line}"),
-            Loudness::Debug => tracing::debug!(target: "jupyter", "{line}"),
-            Loudness::Info => tracing::info!(target: "jupyter", "{line}"),
+    use tokio::io::AsyncReadExt;
+    let mut out = OutputLog::new(last);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        out.feed(&buf[..n]);
+    }
+    out.end_line();
+    out.report_suppressed();
+}
+
+/// The line being assembled from the child's output, and the log's budget.
+struct OutputLog {
+    line: Vec<u8>,
+    /// Bytes of the current line beyond [`MAX_LINE`].
+    cut: usize,
+    last: Arc<Mutex<VecDeque<String>>>,
+    second: Instant,
+    logged: u32,
+    suppressed: u64,
+    filter: OutputFilter,
+}
+
+impl OutputLog {
+    fn new(last: Arc<Mutex<VecDeque<String>>>) -> OutputLog {
+        OutputLog {
+            line: Vec::with_capacity(256),
+            cut: 0,
+            last,
+            second: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+            filter: OutputFilter::default(),
         }
-        if let Ok(mut l) = last.lock() {
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|&b| b == b'\n' || b == b'\r');
+            let part = &bytes[..end.unwrap_or(bytes.len())];
+            let room = MAX_LINE - self.line.len();
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            self.cut += part.len().saturating_sub(room);
+            match end {
+                Some(i) => {
+                    self.end_line();
+                    bytes = &bytes[i + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.line.is_empty() && self.cut == 0 {
+            return;
+        }
+        let mut line = String::from_utf8_lossy(&self.line).into_owned();
+        if self.cut > 0 {
+            line.push_str(&format!(" [... {} more bytes]", self.cut));
+        }
+        self.line.clear();
+        self.cut = 0;
+        if self.second.elapsed() >= Duration::from_secs(1) {
+            self.report_suppressed();
+            self.second = Instant::now();
+            self.logged = 0;
+        }
+        if self.logged < LINES_PER_SECOND {
+            self.logged += 1;
+            match self.filter.loudness(&line) {
+                Loudness::Error => tracing::error!(target: "jupyter", "{line}"),
+                Loudness::Warn => tracing::warn!(target: "jupyter", "{line}"),
+                Loudness::Debug => tracing::debug!(target: "jupyter", "{line}"),
+                Loudness::Info => tracing::info!(target: "jupyter", "{line}"),
+            }
+        } else {
+            self.suppressed += 1;
+        }
+        if let Ok(mut l) = self.last.lock() {
             if l.len() == LAST_LINES {
                 l.pop_front();
             }
             l.push_back(line);
         }
     }
+
+    fn report_suppressed(&mut self) {
+        if self.suppressed > 0 {
+            tracing::info!(
+                target: "jupyter",
+                "({} more lines of Jupyter's output were not logged: over {LINES_PER_SECOND} a second)",
+                self.suppressed
+            );
+            self.suppressed = 0;
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Why a health check failed, and whether the cause is on notebookd's side.
+#[derive(Debug)]
+pub struct ProbeError {
+    /// notebookd could not even try (no file descriptor or memory left).
+    pub local: bool,
+    pub message: String,
+}
+
+/// Errors that are notebookd's own shortage, not Jupyter's fault.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+    )
 }
 
 /// `PATH` for the child when `jupyter.command` lives in a venv's `bin`:
@@ -826,10 +980,39 @@ impl OutputFilter {
 
 /// `GET path` over the unix socket; `Ok(version)` on 200.
 pub async fn probe(socket: &Path, path: &str) -> Result<Option<String>, String> {
+    probe_checked(socket, path).await.map_err(|e| e.message)
+}
+
+/// [`probe`], telling notebookd's own shortages apart from Jupyter's failures.
+pub async fn probe_checked(socket: &Path, path: &str) -> Result<Option<String>, ProbeError> {
+    let connect = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(socket));
+    let stream = match connect.await {
+        Ok(Ok(s)) => s,
+        Err(_) => {
+            return Err(ProbeError {
+                local: false,
+                message: format!(
+                    "connect {}: no answer within {}s",
+                    socket.display(),
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(ProbeError {
+                local: is_local_shortage(&e),
+                message: format!("connect {}: {e}", socket.display()),
+            });
+        }
+    };
+    probe_on(stream, path).await.map_err(|message| ProbeError {
+        local: false,
+        message,
+    })
+}
+
+async fn probe_on(stream: tokio::net::UnixStream, path: &str) -> Result<Option<String>, String> {
     let attempt = async {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
@@ -932,5 +1115,29 @@ mod tests {
         ] {
             assert_eq!(f.loudness(line), want, "{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_end_at_cr_too_and_are_cut() {
+        let last = Arc::new(Mutex::new(VecDeque::new()));
+        let mut out = OutputLog::new(last.clone());
+        out.feed(b"10%\r20%\r");
+        out.feed(&vec![b'x'; 3 * MAX_LINE]);
+        out.feed(b"y\nlast");
+        out.end_line();
+        let lines: Vec<String> = last.lock().unwrap().iter().cloned().collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], "10%");
+        assert_eq!(lines[1], "20%");
+        assert!(lines[2].starts_with("xxxx"));
+        assert!(lines[2].ends_with(&format!("[... {} more bytes]", 2 * MAX_LINE + 1)));
+        assert!(lines[2].len() < MAX_LINE + 40);
+        assert_eq!(lines[3], "last");
+        assert!(out.line.capacity() <= 2 * MAX_LINE);
     }
 }

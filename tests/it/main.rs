@@ -14,6 +14,7 @@ mod dev_run;
 mod favicon;
 mod front_door;
 mod gateway;
+mod hostile;
 mod hsts;
 mod jupyter_child;
 mod layout;

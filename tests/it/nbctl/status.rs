@@ -187,3 +187,97 @@ fn no_daemon_is_exit_3_for_status() {
     );
     nbctl(&dir.path().join("absent.toml"), &["status"]).expect(1, &["cannot read"]);
 }
+
+/// A change that needs a restart waits for one; the rest of the same
+/// reload, and every later reload, still applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_only_change_does_not_block_reloads() {
+    let n = Notebookd::start();
+    let config = n.config_path();
+    let b = n.logged_in().await;
+    let good = std::fs::read_to_string(&config).unwrap();
+    let other_port = crate::support::free_port();
+    let moved = good.replace(
+        &format!("127.0.0.1:{}", n.port),
+        &format!("127.0.0.1:{other_port}"),
+    );
+    assert_ne!(moved, good);
+    // The listen address moves and a limit changes in the same edit.
+    std::fs::write(
+        &config,
+        moved.replace("[auth]", "[auth]\nlogin_attempts = 3"),
+    )
+    .unwrap();
+    let c = config.clone();
+    blocking(move || nbctl(&c, &["reload"])).await.expect(
+        0,
+        &["configuration reloaded", "server.listen", "after a restart"],
+    );
+    let c = config.clone();
+    let out = blocking(move || nbctl(&c, &["status", "--json"])).await;
+    let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    // Still serving where it was; the applied setting is in force.
+    assert_eq!(s["listen"][0], format!("127.0.0.1:{}", n.port), "{s}");
+    assert_eq!(b.get("api/contents").await.status(), 200);
+    let config_now = notebookd::config::Config::load(&config).unwrap();
+    assert_eq!(config_now.auth.login_attempts, 3);
+    // And the next reload works too.
+    let c = config.clone();
+    blocking(move || nbctl(&c, &["reload"]))
+        .await
+        .expect(0, &["configuration reloaded"]);
+}
+
+/// A control socket planted by another user (a kernel runs as the service's
+/// user, which owns the runtime directory) is not believed by root's nbctl,
+/// and what it says never reaches the terminal.
+#[test]
+fn a_planted_control_socket_is_not_trusted() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("!!! not root: cannot plant a socket as another user; skipping");
+        return;
+    }
+    let dir = open_dir();
+    let config = scratch_config(dir.path(), "");
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+    let sock = run.join("control.sock");
+    // A fake daemon as user nobody that answers with terminal escapes.
+    let script = format!(
+        "import socket,os\ns=socket.socket(socket.AF_UNIX)\ns.bind({sock:?})\ns.listen(4)\nprint('up',flush=True)\n\
+         for _ in range(4):\n  c,_=s.accept()\n  c.recv(4096)\n  c.sendall(b'{{\"ok\":true,\"version\":\"\\\\u001b]0;pwned\\\\u0007x\",\"pid\":1,\"jupyter\":{{\"state\":\"ready\"}}}}\\n')\n  c.close()\n",
+        sock = sock.display().to_string()
+    );
+    let mut fake = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut up = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(fake.stdout.take().unwrap()),
+        &mut up,
+    )
+    .unwrap();
+    assert_eq!(up.trim(), "up");
+    let out = nbctl(&config, &["status"]);
+    let _ = fake.kill();
+    let _ = fake.wait();
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("not trusted"), "{}", out.stderr);
+    assert!(!out.stdout.contains('\u{1b}') && !out.stderr.contains('\u{1b}'));
+}
+
+#[test]
+fn control_characters_in_an_answer_are_replaced() {
+    let mut v = serde_json::json!({"a": ["\u{1b}[31mred", {"b": "ok\u{7}"}], "n": 1});
+    notebookd::daemon::control::strip_controls(&mut v);
+    assert_eq!(
+        v,
+        serde_json::json!({"a": ["?[31mred", {"b": "ok?"}], "n": 1})
+    );
+}
