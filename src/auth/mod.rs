@@ -1,9 +1,11 @@
 //! Authentication policy, without HTTP: password hashes, session cookies,
+//! the server-side session table,
 //! and the limits that keep a guessing flood from hurting logged-in users.
 //! The login page that uses it is [`crate::front::login`].
 
 pub mod password;
 pub mod session;
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

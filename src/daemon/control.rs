@@ -176,7 +176,7 @@ pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value
             "certificate": cert,
         },
         "password_set": config.auth.password_hash.is_some(),
-        "sessions": app.sessions.active_count(config.auth.session_idle_timeout.get()),
+        "sessions": app.sessions.len(),
         "connections": app.open_connections(),
         "websockets": app.upstream.open_websockets(),
         "jupyter": jupyter,

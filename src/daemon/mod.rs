@@ -110,6 +110,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.server.runtime_dir.display()
         )
     })?;
+    tokio::spawn(session_upkeep(app.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(supervisor.clone(), interval));
     }
@@ -158,11 +159,62 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // Whatever is still open (WebSockets past the deadline) ends with its thread.
     let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     supervisor.stop().await;
+    save_sessions(&app, true).await;
     let _ = std::fs::remove_file(control::socket_path(
         &app.settings().config.server.runtime_dir,
     ));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Once a second: ends the sessions past their lifetime or idle timeout
+/// (closing their connections even when no request comes), and writes the
+/// session table if it changed. Requests never write it themselves.
+async fn session_upkeep(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let (lifetime, idle) = {
+            let auth = &app.settings().config.auth;
+            (
+                auth.session_lifetime.get().as_secs(),
+                auth.session_idle_timeout.get().as_secs(),
+            )
+        };
+        let ended = app
+            .sessions
+            .sweep(crate::auth::session::unix_now(), lifetime, idle);
+        if ended > 0 {
+            tracing::info!("{ended} session(s) reached their lifetime or idle timeout and ended");
+        }
+        // One log line per failure spell, not one a second.
+        let ok = save_sessions(&app, !failing).await;
+        failing = !ok;
+    }
+}
+
+/// Writes the session table if it changed; `false` if that failed.
+async fn save_sessions(app: &Arc<App>, log_failure: bool) -> bool {
+    let app = app.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        let dir = app.settings().config.server.state_dir.clone();
+        (app.sessions.save(), dir)
+    })
+    .await;
+    match saved {
+        Ok((Err(e), dir)) => {
+            if log_failure {
+                tracing::error!(
+                    "cannot write the session table in {} ({e}); sessions ended since the last write could come back after a restart: make the directory writable by the service user",
+                    dir.display()
+                );
+            }
+            false
+        }
+        _ => true,
+    }
 }
 
 /// WATCHDOG=1 while the runtime and the supervisor are alive.

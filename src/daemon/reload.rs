@@ -73,7 +73,7 @@ impl Reloader {
                 self.app.replace_settings(settings);
                 let mut notes = vec!["configuration reloaded".to_string()];
                 if password_changed || secret_changed {
-                    self.app.sessions.clear();
+                    self.app.sessions.end_all();
                     notes.push(if password_changed {
                         "password changed: every session ended".into()
                     } else {

@@ -1,6 +1,7 @@
 //! The login and logout pages and the session check in front of Jupyter:
 //! the HTTP side of [`crate::auth`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -14,16 +15,26 @@ use super::target::check_path;
 use super::{App, Body, Settings, html, json, pages, redirect};
 use crate::auth::Verdict;
 use crate::auth::session::{COOKIE_NAME, Session, SessionKeys, unix_now};
+use crate::auth::sessions::{Ending, Via};
 
 /// A login form is a password and a path: anything bigger is not one.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// The valid, unrevoked session of a request, if any.
-pub fn current_session(app: &App, keys: &SessionKeys, headers: &HeaderMap) -> Option<Session> {
+/// The valid, open session of a request, if any, marked as seen: the
+/// cookie's session and the signal that ends its connections.
+pub fn current_session(
+    app: &App,
+    keys: &SessionKeys,
+    headers: &HeaderMap,
+) -> Option<(Session, Arc<Ending>)> {
     let now = unix_now();
+    let (lifetime, idle) = keys.limits();
     cookie_values(headers, COOKIE_NAME)
         .filter_map(|v| keys.decode(v, now))
-        .find(|s| !app.sessions.is_revoked(s))
+        .find_map(|s| {
+            let live = app.sessions.enter(&s.id, now, lifetime, idle).ok()?;
+            Some((s, live))
+        })
 }
 
 fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -36,26 +47,6 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Ite
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then_some(v)
         })
-}
-
-/// A fresh cookie for a session whose last refresh is old enough.
-pub fn refreshed_cookie(
-    app: &App,
-    settings: &Settings,
-    keys: &SessionKeys,
-    client: &ClientInfo,
-    session: &Session,
-) -> Option<HeaderValue> {
-    let now = unix_now();
-    if !keys.needs_refresh(session, now) {
-        return None;
-    }
-    let renewed = Session {
-        seen: now,
-        ..*session
-    };
-    app.sessions.touch(&renewed);
-    Some(cookie_for(settings, keys, client, &renewed, now))
 }
 
 fn cookie_for(
@@ -198,6 +189,11 @@ async fn post_login(
             ),
         );
     }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
         .collect()
         .await
@@ -251,7 +247,13 @@ async fn post_login(
                     ),
                 );
             };
-            app.sessions.touch(&session);
+            app.sessions.insert(
+                session.id,
+                session.issued,
+                client.ip.to_string(),
+                user_agent.as_deref().unwrap_or(""),
+                Via::Password,
+            );
             tracing::info!(client = %client.ip, "login");
             let mut resp = redirect(StatusCode::SEE_OTHER, &next);
             resp.headers_mut().append(
@@ -336,9 +338,13 @@ pub fn logout(
         );
     }
     if let Some(keys) = &settings.keys {
-        if let Some(session) = current_session(app, keys, req.headers()) {
-            let until = session.issued + settings.config.auth.session_lifetime.get().as_secs();
-            app.sessions.revoke(&session, until);
+        let now = unix_now();
+        let mut ended = false;
+        for session in cookie_values(req.headers(), COOKIE_NAME).filter_map(|v| keys.decode(v, now))
+        {
+            ended |= app.sessions.end(&session.id);
+        }
+        if ended {
             tracing::info!(client = %client.ip, "logout");
         }
     }

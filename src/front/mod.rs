@@ -35,7 +35,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::LoginGuard;
-use crate::auth::session::{SessionKeys, SessionSecret, SessionTable};
+use crate::auth::session::{SessionKeys, SessionSecret};
+use crate::auth::sessions::SessionTable;
 use crate::config::Config;
 use crate::jupyter::{JupyterState, JupyterStatus, Supervisor};
 use client::Peer;
@@ -107,9 +108,15 @@ impl App {
     pub fn new(settings: Settings, supervisor: Supervisor) -> App {
         let jupyter = supervisor.status();
         let socket = jupyter.borrow().socket.clone();
+        let auth = &settings.config.auth;
+        let sessions = SessionTable::load(
+            &settings.config.server.state_dir,
+            auth.session_lifetime.get().as_secs(),
+            auth.session_idle_timeout.get().as_secs(),
+        );
         App {
             settings: ArcSwap::from_pointee(settings),
-            sessions: SessionTable::default(),
+            sessions,
             login: LoginGuard::default(),
             upstream: Upstream::new(socket),
             supervisor,

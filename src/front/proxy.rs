@@ -25,6 +25,7 @@ use tokio::net::UnixStream;
 
 use super::client::ClientInfo;
 use super::limits::ConnectionSlot;
+use crate::auth::sessions::Ending;
 
 /// Splice buffers for upgraded connections: large enough for big kernel outputs.
 const SPLICE_BUFFER: usize = 64 * 1024;
@@ -276,6 +277,8 @@ impl Upstream {
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         // The client connection's place under limits.max_connections, kept by the WebSocket.
         let slot = req.extensions_mut().remove::<ConnectionSlot>();
+        // The session's end signal: the WebSocket closes when the session ends.
+        let ending = req.extensions_mut().remove::<Arc<Ending>>();
 
         // The target stays as the client sent it: origin-form (the router refuses others).
         let (mut parts, body) = req.into_parts();
@@ -313,13 +316,26 @@ impl Upstream {
                     counter.fetch_add(1, Ordering::Relaxed);
                     let mut down = TokioIo::new(down);
                     let mut up = TokioIo::new(up);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                    let splice = tokio::io::copy_bidirectional_with_sizes(
                         &mut down,
                         &mut up,
                         SPLICE_BUFFER,
                         SPLICE_BUFFER,
-                    )
-                    .await;
+                    );
+                    match &ending {
+                        Some(ending) => {
+                            let _counted = ending.websocket();
+                            // Dropping both streams closes them: the client's
+                            // connection and Jupyter's (the kernel keeps running).
+                            tokio::select! {
+                                _ = splice => {}
+                                () = ending.ended() => {}
+                            }
+                        }
+                        None => {
+                            let _ = splice.await;
+                        }
+                    }
                     counter.fetch_sub(1, Ordering::Relaxed);
                 });
                 // A 101 keeps its Connection/Upgrade headers: they are the point of it.

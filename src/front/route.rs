@@ -110,28 +110,31 @@ async fn route(
             pages::no_password(base),
         ));
     };
-    let Some(session) = login::current_session(app, keys, req.headers()) else {
+    let Some((_, ending)) = login::current_session(app, keys, req.headers()) else {
         return Reply::Own(login::login_required(settings, &req));
     };
-    let refresh = login::refreshed_cookie(app, settings, keys, client, &session);
 
     let state = app.jupyter_state();
     if state != JupyterState::Ready {
         return Reply::Own(unavailable(settings, &req, state.describe()));
     }
     let wants_html = accepts_html(&req);
-    match app
-        .upstream
-        .forward(req, client, crate::auth::session::COOKIE_NAME, upstream)
-        .await
-    {
-        Ok(resp) => {
-            let mut resp = resp.map(Either::Left);
-            if let Some(cookie) = refresh {
-                resp.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            Reply::Proxied(resp)
+    let mut req = req;
+    // A WebSocket of the session closes when the session ends (see proxy.rs).
+    req.extensions_mut().insert(ending.clone());
+    let forwarded = tokio::select! {
+        r = app
+            .upstream
+            .forward(req, client, crate::auth::session::COOKIE_NAME, upstream) => r,
+        () = ending.ended() => {
+            return Reply::Own(json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"message": "the session ended; log in again", "login": format!("{base}login")}),
+            ));
         }
+    };
+    match forwarded {
+        Ok(resp) => Reply::Proxied(resp.map(Either::Left)),
         Err(ProxyError::Connect(e)) => {
             tracing::warn!("{e}");
             Reply::Own(unavailable_for(settings, wants_html, "restarting"))
