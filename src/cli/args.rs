@@ -63,6 +63,8 @@ pub enum NbctlCommand {
     Config(ConfigCommand),
     Status(StatusArgs),
     Reload(ReloadArgs),
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
 }
 
 /// The hidden verb of the nbctl binary that writes the man pages and
@@ -330,4 +332,32 @@ mod tests {
         NbctlArgs::command().debug_assert();
         NotebookdArgs::command().debug_assert();
     }
+}
+
+/// Lists or ends the login sessions of the running notebookd.
+///
+/// Asks the daemon over its control socket. Ending a session closes every
+/// open connection of it at once (kernel, terminal and event WebSockets
+/// included); its cookie stops working, also after a restart.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Lists the sessions: id prefix, client address, how it logged in, created, last seen, open WebSockets, user agent.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ends one session (by the id prefix `nbctl sessions list` shows) or all of them.
+    Revoke {
+        /// The session's id, or at least 6 of its first hex digits.
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        id: Option<String>,
+        /// End every session.
+        #[arg(long)]
+        all: bool,
+    },
 }

@@ -2,7 +2,7 @@
 //!
 //! One module per verb group: [`passwd`], [`cert`], [`embed`], [`config`]
 //! (config check/show/get/set/unset), [`daemon`] (status and reload over the
-//! control socket). [`edit`] edits the config file keeping its comments,
+//! control socket), [`sessions`] (list and end login sessions). [`edit`] edits the config file keeping its comments,
 //! [`file`] replaces files atomically, [`docs`] writes the man pages and
 //! completions from [`args`].
 //!
@@ -27,10 +27,11 @@ pub mod edit;
 pub mod embed;
 pub mod file;
 pub mod passwd;
+pub mod sessions;
 
 use std::path::Path;
 
-use args::{CertCommand, ConfigCommand, EmbedCommand, NbctlArgs, NbctlCommand};
+use args::{CertCommand, ConfigCommand, EmbedCommand, NbctlArgs, NbctlCommand, SessionsCommand};
 
 /// Why a command failed, and so its exit status.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,10 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
         }
         NbctlCommand::Status(a) => daemon::status(path, a.json),
         NbctlCommand::Reload(_) => daemon::reload(path),
+        NbctlCommand::Sessions(SessionsCommand::List { json }) => sessions::list(path, json),
+        NbctlCommand::Sessions(SessionsCommand::Revoke { id, all }) => {
+            sessions::revoke(path, id.as_deref(), all)
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod package;
 mod passwords;
 mod proxy;
 mod sd_notify;
+mod sessions;
 mod supervise;
 mod supervisord;
 mod systemd;

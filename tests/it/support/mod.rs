@@ -406,6 +406,15 @@ impl Notebookd {
         b
     }
 
+    /// Starts notebookd again after [`Notebookd::stop`]: same directory,
+    /// port and config, a fresh log; waits until it is ready.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.log.lock().expect("log").clear();
+        self.spawn();
+        self.wait_ready(Duration::from_secs(90));
+    }
+
     /// Sends SIGTERM and waits for notebookd to exit; returns its exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
