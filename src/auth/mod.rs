@@ -1,11 +1,12 @@
 //! Authentication policy, without HTTP: password hashes, session cookies,
-//! the server-side session table,
+//! the server-side session table, API tokens,
 //! and the limits that keep a guessing flood from hurting logged-in users.
 //! The login page that uses it is [`crate::front::login`].
 
 pub mod password;
 pub mod session;
 pub mod sessions;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -140,6 +141,22 @@ impl LoginGuard {
         } else {
             Verdict::Rejected
         }
+    }
+}
+
+impl LoginGuard {
+    /// How long `ip` must wait when it has used up its attempts (wrong
+    /// passwords and wrong API tokens alike); `None` if it may try.
+    pub fn limited(&self, ip: IpAddr, max: u32, window: Duration) -> Option<Duration> {
+        let attempts = self.attempts.lock().ok()?;
+        let w = attempts.get(&rate_key(ip))?;
+        let elapsed = w.start.elapsed();
+        (elapsed < window && w.failures >= max).then(|| window - elapsed)
+    }
+
+    /// Counts a wrong API token against `ip`, as a wrong password counts.
+    pub fn token_failed(&self, ip: IpAddr, max: u32, window: Duration) {
+        let _ = self.begin(rate_key(ip), max, window);
     }
 }
 

@@ -58,14 +58,15 @@ pub struct Ending {
 }
 
 impl Ending {
-    fn new() -> Arc<Ending> {
+    pub fn new_live() -> Arc<Ending> {
         Arc::new(Ending {
             ended: watch::Sender::new(false),
             websockets: AtomicUsize::new(0),
         })
     }
 
-    fn end(&self) {
+    /// Ends it: every connection watching [`Ending::ended`] closes.
+    pub fn end_now(&self) {
         self.ended.send_replace(true);
     }
 
@@ -111,7 +112,7 @@ pub struct Record {
     /// The last-seen time as last written to the file.
     #[serde(skip)]
     saved_seen: u64,
-    #[serde(skip, default = "Ending::new")]
+    #[serde(skip, default = "Ending::new_live")]
     live: Arc<Ending>,
 }
 
@@ -223,7 +224,7 @@ impl SessionTable {
                 .map(|(id, _)| *id)
             {
                 if let Some(r) = records.remove(&oldest) {
-                    r.live.end();
+                    r.live.end_now();
                 }
             }
         }
@@ -236,7 +237,7 @@ impl SessionTable {
                 user_agent,
                 via,
                 saved_seen: now,
-                live: Ending::new(),
+                live: Ending::new_live(),
             },
         );
         drop(records);
@@ -258,7 +259,7 @@ impl SessionTable {
         };
         if !alive(r, now, lifetime, idle) {
             if let Some(r) = records.remove(id) {
-                r.live.end();
+                r.live.end_now();
             }
             drop(records);
             self.changed();
@@ -279,7 +280,7 @@ impl SessionTable {
         let removed = self.lock().remove(id);
         match removed {
             Some(r) => {
-                r.live.end();
+                r.live.end_now();
                 self.changed();
                 true
             }
@@ -299,7 +300,7 @@ impl SessionTable {
             .collect();
         for id in &ids {
             if let Some(r) = records.remove(id) {
-                r.live.end();
+                r.live.end_now();
             }
         }
         drop(records);
@@ -316,7 +317,7 @@ impl SessionTable {
         records.retain(|_, r| {
             let keep = !matches!(&r.via, Via::Token(n) if n == name);
             if !keep {
-                r.live.end();
+                r.live.end_now();
             }
             keep
         });
@@ -332,7 +333,7 @@ impl SessionTable {
     pub fn end_all(&self) -> usize {
         let ended: Vec<Record> = self.lock().drain().map(|(_, r)| r).collect();
         for r in &ended {
-            r.live.end();
+            r.live.end_now();
         }
         self.changed();
         ended.len()
@@ -346,7 +347,7 @@ impl SessionTable {
         records.retain(|_, r| {
             let keep = alive(r, now, lifetime, idle);
             if !keep {
-                r.live.end();
+                r.live.end_now();
             }
             keep
         });

@@ -65,6 +65,8 @@ pub enum NbctlCommand {
     Reload(ReloadArgs),
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// The hidden verb of the nbctl binary that writes the man pages and
@@ -359,5 +361,36 @@ pub enum SessionsCommand {
         /// End every session.
         #[arg(long)]
         all: bool,
+    },
+}
+
+/// Creates, lists and revokes API tokens for scripts and remote clients.
+///
+/// Clients send a token as `Authorization: token T` (or `Bearer T`), or as
+/// `?token=T` in a URL (VS Code, JupyterLab Desktop, PyCharm,
+/// @jupyterlab/services, jupyter_server's GatewayClient). Tokens are kept
+/// hashed in tokens.json in server.state_dir; the running notebookd picks
+/// up changes within a second, without a restart.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Makes a new token and prints it once, alone on one line of standard output.
+    Create {
+        /// A name for the token (letters, digits, - _ . @), shown in listings and logs.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// How long the token is valid, e.g. 30d or 12h; without it, until revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// Lists the tokens: name, created, expires, last used.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token: it stops working and its open connections close.
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
     },
 }

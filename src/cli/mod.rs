@@ -2,7 +2,8 @@
 //!
 //! One module per verb group: [`passwd`], [`cert`], [`embed`], [`config`]
 //! (config check/show/get/set/unset), [`daemon`] (status and reload over the
-//! control socket), [`sessions`] (list and end login sessions). [`edit`] edits the config file keeping its comments,
+//! control socket), [`sessions`] (list and end login sessions), [`token`]
+//! (API tokens). [`edit`] edits the config file keeping its comments,
 //! [`file`] replaces files atomically, [`docs`] writes the man pages and
 //! completions from [`args`].
 //!
@@ -28,10 +29,14 @@ pub mod embed;
 pub mod file;
 pub mod passwd;
 pub mod sessions;
+pub mod token;
 
 use std::path::Path;
 
-use args::{CertCommand, ConfigCommand, EmbedCommand, NbctlArgs, NbctlCommand, SessionsCommand};
+use args::{
+    CertCommand, ConfigCommand, EmbedCommand, NbctlArgs, NbctlCommand, SessionsCommand,
+    TokenCommand,
+};
 
 /// Why a command failed, and so its exit status.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +109,11 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
         NbctlCommand::Sessions(SessionsCommand::Revoke { id, all }) => {
             sessions::revoke(path, id.as_deref(), all)
         }
+        NbctlCommand::Token(TokenCommand::Create { name, expires }) => {
+            token::create(path, &name, expires.as_deref())
+        }
+        NbctlCommand::Token(TokenCommand::List { json }) => token::list(path, json),
+        NbctlCommand::Token(TokenCommand::Revoke { name }) => token::revoke(path, &name),
     }
 }
 

@@ -5,7 +5,8 @@
 //! that only the service user and its group can enter: root and members of
 //! group `notebook` may connect, nobody else. The protocol is one JSON line
 //! each way: `{"command":"status"}`, `{"command":"reload"}`,
-//! `{"command":"sessions"}` or `{"command":"revoke","arg":"ID|--all"}` in,
+//! `{"command":"sessions"}`, `{"command":"tokens"}` or
+//! `{"command":"revoke","arg":"ID|--all"}` in,
 //! one JSON object out.
 
 use std::os::unix::fs::PermissionsExt;
@@ -99,6 +100,7 @@ async fn answer(
     let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
         Ok(req) if req.command == "status" => status(app, last_reload.get()),
         Ok(req) if req.command == "sessions" => sessions(app),
+        Ok(req) if req.command == "tokens" => tokens(app),
         Ok(req) if req.command == "revoke" => revoke(app, req.arg.as_deref().unwrap_or("")),
         Ok(req) if req.command == "reload" => {
             let (done, result) = oneshot::channel();
@@ -117,7 +119,7 @@ async fn answer(
             }
         }
         Ok(req) => {
-            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, sessions, revoke", req.command)})
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, sessions, revoke, tokens", req.command)})
         }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
     };
@@ -170,6 +172,29 @@ fn sessions(app: &App) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({"ok": true, "sessions": list})
+}
+
+/// When each API token was last used (kept in memory only), for `nbctl token list`.
+fn tokens(app: &App) -> serde_json::Value {
+    // Changes nbctl just made are seen now, not at the next tick.
+    let _ = app.tokens.reload_if_changed();
+    let usage: serde_json::Map<String, serde_json::Value> = app
+        .tokens
+        .usage()
+        .into_iter()
+        .map(|(name, last_used, websockets)| {
+            let last = (last_used > 0).then_some(last_used);
+            (
+                name,
+                serde_json::json!({
+                    "last_used": last.and_then(|t| rfc3339(i64::try_from(t).unwrap_or(i64::MAX))),
+                    "last_used_unix": last,
+                    "websockets": websockets,
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({"ok": true, "tokens": usage})
 }
 
 /// `nbctl sessions revoke ID|--all`: ends sessions and closes their connections.

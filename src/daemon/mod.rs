@@ -183,15 +183,37 @@ async fn session_upkeep(app: Arc<App>) {
                 auth.session_idle_timeout.get().as_secs(),
             )
         };
-        let ended = app
-            .sessions
-            .sweep(crate::auth::session::unix_now(), lifetime, idle);
+        let now = crate::auth::session::unix_now();
+        let ended = app.sessions.sweep(now, lifetime, idle);
         if ended > 0 {
             tracing::info!("{ended} session(s) reached their lifetime or idle timeout and ended");
         }
+        check_tokens(&app, now);
         // One log line per failure spell, not one a second.
         let ok = save_sessions(&app, !failing).await;
         failing = !ok;
+    }
+}
+
+/// Picks up `nbctl token` changes (a `stat` a second) and ends what a
+/// revoked or expired token had open: its WebSockets and the browser
+/// sessions its links started.
+fn check_tokens(app: &App, now: u64) {
+    match app.tokens.reload_if_changed() {
+        Ok(changes) => {
+            for name in &changes.added {
+                tracing::info!(token = %name, "API token added");
+            }
+            for name in &changes.removed {
+                let ended = app.sessions.end_via_token(name);
+                tracing::info!(token = %name, "API token revoked; {ended} session(s) it started ended");
+            }
+        }
+        Err(e) => tracing::error!("{e}; no API token is accepted until it is fixed"),
+    }
+    for name in app.tokens.sweep(now) {
+        let ended = app.sessions.end_via_token(&name);
+        tracing::info!(token = %name, "API token expired; {ended} session(s) it started ended");
     }
 }
 

@@ -310,6 +310,52 @@ fn too_many(
     resp
 }
 
+/// A browser that followed a link with a valid `?token=`: a session
+/// started by that token (a cookie), and a redirect to the same URL
+/// without the token, so that it leaves the address bar, the history and
+/// any `Referer`.
+pub fn token_exchange(
+    app: &App,
+    settings: &Settings,
+    keys: &SessionKeys,
+    client: &ClientInfo,
+    req: &Request<Incoming>,
+    token_name: &str,
+) -> Response<Body> {
+    let base = settings.base_url();
+    let Ok(session) = keys.start() else {
+        return html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::error(
+                base,
+                500,
+                "Internal Server Error",
+                "The server could not start a session; see its log.",
+            ),
+        );
+    };
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    app.sessions.insert(
+        session.id,
+        session.issued,
+        client.ip.to_string(),
+        user_agent,
+        Via::Token(token_name.to_string()),
+    );
+    tracing::info!(client = %client.ip, token = token_name, "login with an API token link");
+    let target = safe_next(&super::token::without_token(req.uri()), base);
+    let mut resp = redirect(StatusCode::FOUND, &target);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_for(settings, keys, client, &session, session.issued),
+    );
+    resp
+}
+
 /// `{base_url}logout`: ends the session (also for a replayed copy of its cookie).
 pub fn logout(
     app: &App,

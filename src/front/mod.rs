@@ -1,6 +1,7 @@
 //! The HTTP edge, in the order a request meets it: [`listen`] (bind,
 //! accept, connection slots), [`tls`], [`limits`] (clocks and sizes),
 //! [`route`] (request-target checks and the routing table), [`login`],
+//! [`token`] (API tokens on requests),
 //! [`headers`], [`pages`], [`proxy`]. This file holds what they share: the
 //! [`App`] state, the reloadable [`Settings`], a client connection, and the
 //! helpers that make notebookd's own responses.
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod route;
 pub mod target;
 pub mod tls;
+pub mod token;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -37,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::LoginGuard;
 use crate::auth::session::{SessionKeys, SessionSecret};
 use crate::auth::sessions::SessionTable;
+use crate::auth::tokens::TokenTable;
 use crate::config::Config;
 use crate::jupyter::{JupyterState, JupyterStatus, Supervisor};
 use client::Peer;
@@ -96,6 +99,7 @@ impl Settings {
 pub struct App {
     settings: ArcSwap<Settings>,
     pub sessions: SessionTable,
+    pub tokens: TokenTable,
     pub login: LoginGuard,
     pub upstream: Upstream,
     pub supervisor: Supervisor,
@@ -114,9 +118,11 @@ impl App {
             auth.session_lifetime.get().as_secs(),
             auth.session_idle_timeout.get().as_secs(),
         );
+        let tokens = TokenTable::load(&settings.config.server.state_dir);
         App {
             settings: ArcSwap::from_pointee(settings),
             sessions,
+            tokens,
             login: LoginGuard::default(),
             upstream: Upstream::new(socket),
             supervisor,

@@ -12,7 +12,9 @@ use hyper::body::Incoming;
 use super::client::ClientInfo;
 use super::proxy::{ProxyError, UpstreamConn};
 use super::target::{check_host, check_path};
-use super::{App, Body, ClientConn, Settings, html, json, login, pages, redirect, respond};
+use super::{App, Body, ClientConn, Settings, html, json, login, pages, redirect, respond, token};
+use crate::auth::session::{SessionKeys, unix_now};
+use crate::auth::sessions::Ending;
 use crate::jupyter::JupyterState;
 
 /// A response, and who made it: notebookd's own pages get notebookd's
@@ -78,7 +80,10 @@ async fn route(
     if let Err(why) = check_host(req.headers()) {
         return refuse(StatusCode::BAD_REQUEST, why);
     }
-    if cross_site_write(&req) {
+    // A token request is not a browser's (its credential is not ambient),
+    // so the cross-site refusal does not apply; a wrong token is refused below.
+    let token = token::presented(&req);
+    if token.is_none() && cross_site_write(&req) {
         return refuse(
             StatusCode::FORBIDDEN,
             "This request came from another site; it is refused.",
@@ -110,8 +115,16 @@ async fn route(
             pages::no_password(base),
         ));
     };
-    let Some((_, ending)) = login::current_session(app, keys, req.headers()) else {
-        return Reply::Own(login::login_required(settings, &req));
+    let mut req = req;
+    let ending = match token {
+        Some(presented) => match token_request(app, settings, keys, client, &mut req, presented) {
+            Ok(ending) => ending,
+            Err(reply) => return *reply,
+        },
+        None => match login::current_session(app, keys, req.headers()) {
+            Some((_, ending)) => ending,
+            None => return Reply::Own(login::login_required(settings, &req)),
+        },
     };
 
     let state = app.jupyter_state();
@@ -119,7 +132,6 @@ async fn route(
         return Reply::Own(unavailable(settings, &req, state.describe()));
     }
     let wants_html = accepts_html(&req);
-    let mut req = req;
     // A WebSocket of the session closes when the session ends (see proxy.rs).
     req.extensions_mut().insert(ending.clone());
     let forwarded = tokio::select! {
@@ -147,6 +159,68 @@ async fn route(
             )
         }
     }
+}
+
+/// Checks the API token of a request and prepares the request for Jupyter;
+/// the token's end signal, or the answer for a refused token (401, or 429
+/// once the address has used up its attempts). A browser navigation with
+/// `?token=` gets a session cookie instead and is sent to the same URL
+/// without the token (what a pasted link or JupyterLab Desktop does).
+fn token_request(
+    app: &App,
+    settings: &Settings,
+    keys: &SessionKeys,
+    client: &ClientInfo,
+    req: &mut Request<Incoming>,
+    presented: token::Presented,
+) -> Result<Arc<Ending>, Box<Reply>> {
+    let auth = &settings.config.auth;
+    let (max, window) = (auth.login_attempts, auth.login_window.get());
+    if let Some(wait) = app.login.limited(client.ip, max, window) {
+        let mut resp = json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({"message": "too many failed logins or tokens from this address; wait before trying again"}),
+        );
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(Box::new(Reply::Own(resp)));
+    }
+    let Some(used) = app.tokens.check(&presented.value, unix_now()) else {
+        app.login.token_failed(client.ip, max, window);
+        tracing::warn!(client = %client.ip, "refused an unknown or expired API token");
+        let mut resp = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"message": "invalid or expired API token (see `nbctl token list`)"}),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("token realm=\"notebook\""),
+        );
+        return Err(Box::new(Reply::Own(resp)));
+    };
+    let navigation = presented.in_query
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && !super::proxy::is_upgrade(req.headers())
+        && accepts_html(req);
+    if navigation {
+        return Err(Box::new(Reply::Own(login::token_exchange(
+            app, settings, keys, client, req, &used.name,
+        ))));
+    }
+    if token::prepare_for_jupyter(req).is_err() {
+        return Err(Box::new(refuse_internal(settings)));
+    }
+    Ok(used.ending)
+}
+
+fn refuse_internal(settings: &Settings) -> Reply {
+    Reply::Own(error_page(
+        settings,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The server could not make a random value; see its log.",
+    ))
 }
 
 /// A state-changing request (or a WebSocket) that the browser says comes
