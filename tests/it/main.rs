@@ -20,3 +20,4 @@ mod sessions;
 mod supervise;
 mod supervisord;
 mod systemd;
+mod tokens;
