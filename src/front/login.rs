@@ -10,12 +10,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::client::ClientInfo;
-use super::headers::session_cookie;
+use super::headers::{session_cookie, xsrf_cookie};
 use super::target::check_path;
 use super::{App, Body, Settings, html, json, pages, redirect};
 use crate::auth::Verdict;
 use crate::auth::session::{COOKIE_NAME, Session, SessionKeys, unix_now};
 use crate::auth::sessions::{Ending, Via};
+use subtle::ConstantTimeEq;
 
 /// A login form is a password and a path: anything bigger is not one.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -150,7 +151,22 @@ pub async fn login(
             if current_session(app, keys, req.headers()).is_some() {
                 return redirect(StatusCode::FOUND, &next);
             }
-            html(StatusCode::OK, pages::login(base, &next, None))
+            let mut resp = html(StatusCode::OK, pages::login(base, &next, None));
+            if cookie_values(req.headers(), "_xsrf").next().is_none() {
+                let mut raw = [0u8; 16];
+                if getrandom::getrandom(&mut raw).is_ok() {
+                    resp.headers_mut().append(
+                        header::SET_COOKIE,
+                        xsrf_cookie(
+                            &hex::encode(raw),
+                            base,
+                            client.https,
+                            settings.headers.cross_site_cookies(client.https),
+                        ),
+                    );
+                }
+            }
+            resp
         }
         Method::POST => post_login(app, settings, keys, client, req).await,
         _ => {
@@ -194,6 +210,9 @@ async fn post_login(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let xsrf_cookies: Vec<String> = cookie_values(req.headers(), "_xsrf")
+        .map(str::to_string)
+        .collect();
     let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
         .collect()
         .await
@@ -208,14 +227,35 @@ async fn post_login(
     };
     let mut password = None;
     let mut next = String::new();
+    let mut xsrf = None;
     for (k, v) in form_urlencoded::parse(&body) {
         match &*k {
             "password" => password = Some(v.into_owned()),
             "next" => next = v.into_owned(),
+            "_xsrf" => xsrf = Some(v.into_owned()),
             _ => {}
         }
     }
     let next = safe_next(&next, base);
+    // Double submit, as Jupyter's login form does: a form that carries
+    // `_xsrf` proves it was read from this site by matching the cookie.
+    if let Some(xsrf) = &xsrf {
+        let matches = xsrf_cookies
+            .iter()
+            .any(|c| bool::from(c.as_bytes().ct_eq(xsrf.as_bytes())));
+        if !matches {
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::login(
+                    base,
+                    &next,
+                    Some(
+                        "The login form is stale or came from another site; reload the login page and try again.",
+                    ),
+                ),
+            );
+        }
+    }
     let Some(password) = password else {
         return html(
             StatusCode::BAD_REQUEST,
@@ -255,7 +295,9 @@ async fn post_login(
                 Via::Password,
             );
             tracing::info!(client = %client.ip, "login");
-            let mut resp = redirect(StatusCode::SEE_OTHER, &next);
+            // 302, as Jupyter answers its login form: VS Code's password
+            // flow accepts nothing else, and browsers follow it with a GET.
+            let mut resp = redirect(StatusCode::FOUND, &next);
             resp.headers_mut().append(
                 header::SET_COOKIE,
                 cookie_for(settings, keys, client, &session, session.issued),

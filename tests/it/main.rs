@@ -15,6 +15,7 @@ mod nginx;
 mod package;
 mod passwords;
 mod proxy;
+mod remote_clients;
 mod sd_notify;
 mod sessions;
 mod supervise;

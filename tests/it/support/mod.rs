@@ -402,7 +402,7 @@ impl Notebookd {
             .send()
             .await
             .expect("POST login");
-        assert_eq!(resp.status(), 303, "login failed: {:?}", resp.text().await);
+        assert_eq!(resp.status(), 302, "login failed: {:?}", resp.text().await);
         b
     }
 
@@ -561,7 +561,7 @@ impl Browser {
                 .send()
                 .await;
             if let Ok(r) = login {
-                if r.status() == 303 && b.get("api/contents").await.status() == 200 {
+                if r.status() == 302 && b.get("api/contents").await.status() == 200 {
                     return b;
                 }
             }
@@ -573,7 +573,7 @@ impl Browser {
         }
     }
 
-    /// Logs in with `password`; panics unless notebookd answers 303.
+    /// Logs in with `password`; panics unless notebookd answers 302.
     pub async fn login(&self, password: &str) {
         let path = reqwest::Url::parse(&self.base)
             .expect("base URL")
@@ -587,7 +587,7 @@ impl Browser {
             .await
             .expect("POST login");
         let status = resp.status();
-        assert_eq!(status, 303, "login failed: {:?}", resp.text().await);
+        assert_eq!(status, 302, "login failed: {:?}", resp.text().await);
     }
 
     pub async fn get(&self, rel: &str) -> reqwest::Response {

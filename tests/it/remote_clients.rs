@@ -1,0 +1,191 @@
+//! Remote clients, replayed at the HTTP level exactly as their source does it.
+//!
+//! VS Code's "Existing Jupyter Server" password flow follows
+//! microsoft/vscode-jupyter, file
+//! src/standalone/userJupyterServer/jupyterPasswordConnect.ts at commit
+//! 86ab20af0c25d4a4ff99daa911c8a17c4e136b59:
+//! - `needPassword`: `GET {base}tree?` (redirect: manual); anything but 200
+//!   means a password is needed;
+//! - `getXSRFToken`: `GET {base}login?`; needs `response.ok` and an `_xsrf`
+//!   Set-Cookie, whose value up to the first `;` is kept;
+//! - `getSessionCookie`: `POST {base}login?` with `Cookie: _xsrf=X` and the
+//!   form `_xsrf=X&password=P`; requires status 302 and takes the *first*
+//!   Set-Cookie as the session cookie: its name, and everything after the
+//!   first `=` (attributes included) as its value;
+//! - then every request and WebSocket carries
+//!   `Cookie: _xsrf=X; NAME=VALUE` and `X-XSRFToken: X`.
+//!
+//! With a `?token=` URL, VS Code (through @jupyterlab/services) sends
+//! `Authorization: token T` on REST and `?token=T` on the kernel WebSocket.
+
+use reqwest::redirect::Policy;
+use serde_json::json;
+
+use crate::support::kernel;
+use crate::support::{Notebookd, PASSWORD, certs};
+
+fn fetch_like_client() -> reqwest::Client {
+    // node-fetch with `redirect: 'manual'` and no cookie jar.
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&certs().ca_pem()).unwrap())
+        .redirect(Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// The Set-Cookie headers as node-fetch's `raw()` gives them, in order.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vscode_password_flow_reaches_a_kernel() {
+    let n = Notebookd::start();
+    let url = n.url("");
+    let c = fetch_like_client();
+
+    // needPassword
+    let tree = c
+        .get(format!("{url}tree?"))
+        .header("Connection", "keep-alive")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(tree.status(), 200, "a password must be asked for");
+
+    // getXSRFToken
+    let login_page = c
+        .get(format!("{url}login?"))
+        .header("Connection", "keep-alive")
+        .send()
+        .await
+        .unwrap();
+    assert!(login_page.status().is_success());
+    let xsrf = set_cookies(&login_page)
+        .iter()
+        .find_map(|c| c.strip_prefix("_xsrf="))
+        .map(|rest| rest.split(';').next().unwrap().to_string())
+        .expect("GET login sets no _xsrf cookie");
+
+    // A form whose _xsrf does not match the cookie is refused (double submit).
+    let forged = c
+        .post(format!("{url}login?"))
+        .header("Cookie", "_xsrf=somethingelse")
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded;charset=UTF-8",
+        )
+        .body(format!("_xsrf={xsrf}&password={PASSWORD}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    // getSessionCookie
+    let post = c
+        .post(format!("{url}login?"))
+        .header("Cookie", format!("_xsrf={xsrf}"))
+        .header("Connection", "keep-alive")
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded;charset=UTF-8",
+        )
+        .body(format!("_xsrf={xsrf}&password={PASSWORD}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 302, "VS Code requires 302");
+    let first = set_cookies(&post)
+        .into_iter()
+        .next()
+        .expect("no Set-Cookie");
+    let eq = first.find('=').unwrap();
+    let (name, value) = (&first[..eq], &first[eq + 1..]);
+    assert_eq!(name, "notebookd-session");
+    let cookie = format!("_xsrf={xsrf}; {name}={value}");
+
+    // The pinned headers on REST: list, create (XSRF checked by Jupyter), start a kernel.
+    let list = c
+        .get(format!("{url}api/contents"))
+        .header("Cookie", &cookie)
+        .header("X-XSRFToken", &xsrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    let kernel = c
+        .post(format!("{url}api/kernels"))
+        .header("Cookie", &cookie)
+        .header("X-XSRFToken", &xsrf)
+        .json(&json!({"name": "python3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kernel.status(), 201, "{:?}", kernel.text().await);
+    let id = kernel.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = kernel::execute(
+        &n.ws_url(&format!("api/kernels/{id}/channels?session_id=vscode")),
+        &cookie,
+        &format!("https://localhost:{}", n.port),
+        "print(6*7)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.stdout, "42\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vscode_token_url_reaches_a_kernel() {
+    let n = Notebookd::start();
+    let out = tokio::task::spawn_blocking({
+        let config = n.config_path();
+        move || crate::nbctl::nbctl(&config, &["token", "create", "vscode"])
+    })
+    .await
+    .unwrap();
+    out.expect(0, &[]);
+    let token = out.stdout.trim().to_string();
+    let c = fetch_like_client();
+    let url = n.url("");
+    let ok = crate::support::eventually(std::time::Duration::from_secs(10), async || {
+        c.get(format!("{url}api/contents"))
+            .header("Authorization", format!("token {token}"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ok, "the token is not accepted");
+    let kernel = c
+        .post(format!("{url}api/kernels"))
+        .header("Authorization", format!("token {token}"))
+        .json(&json!({"name": "python3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kernel.status(), 201);
+    let id = kernel.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = kernel::execute(
+        &n.ws_url(&format!(
+            "api/kernels/{id}/channels?session_id=vscode&token={token}"
+        )),
+        "",
+        "",
+        "print(6*7)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.stdout, "42\n");
+}
