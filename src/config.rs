@@ -53,6 +53,8 @@ pub struct Server {
     pub runtime_dir: AbsPath,
     /// How long open requests may take to finish at shutdown.
     pub shutdown_timeout: HumanDuration,
+    /// Origins whose API-token requests get CORS answers (never with cookies).
+    pub cors_origins: Vec<FrameAncestor>,
 }
 
 impl Default for Server {
@@ -64,6 +66,7 @@ impl Default for Server {
             state_dir: AbsPath::new("/var/lib/notebook"),
             runtime_dir: AbsPath::new("/run/notebook"),
             shutdown_timeout: HumanDuration::secs(10),
+            cors_origins: Vec::new(),
         }
     }
 }

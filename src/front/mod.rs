@@ -1,7 +1,7 @@
 //! The HTTP edge, in the order a request meets it: [`listen`] (bind,
 //! accept, connection slots), [`tls`], [`limits`] (clocks and sizes),
 //! [`route`] (request-target checks and the routing table), [`login`],
-//! [`token`] (API tokens on requests),
+//! [`token`] (API tokens on requests), [`cors`] (their cross-origin use),
 //! [`headers`], [`pages`], [`proxy`]. This file holds what they share: the
 //! [`App`] state, the reloadable [`Settings`], a client connection, and the
 //! helpers that make notebookd's own responses.
@@ -10,6 +10,7 @@
 //! `ArcSwap`: a request loads it once and sees one consistent config.
 
 pub mod client;
+pub mod cors;
 pub mod headers;
 pub mod limits;
 pub mod listen;

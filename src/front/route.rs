@@ -12,7 +12,9 @@ use hyper::body::Incoming;
 use super::client::ClientInfo;
 use super::proxy::{ProxyError, UpstreamConn};
 use super::target::{check_host, check_path};
-use super::{App, Body, ClientConn, Settings, html, json, login, pages, redirect, respond, token};
+use super::{
+    App, Body, ClientConn, Settings, cors, html, json, login, pages, redirect, respond, token,
+};
 use crate::auth::session::{SessionKeys, unix_now};
 use crate::auth::sessions::Ending;
 use crate::jupyter::JupyterState;
@@ -109,6 +111,9 @@ async fn route(
         }
         _ => {}
     }
+    if cors::is_preflight(&req) {
+        return Reply::Own(cors::preflight(&req, &settings.config.server.cors_origins));
+    }
     let Some(keys) = &settings.keys else {
         return Reply::Own(html(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -116,6 +121,9 @@ async fn route(
         ));
     };
     let mut req = req;
+    let cors_origin = token
+        .as_ref()
+        .and_then(|_| cors::allowed_origin(req.headers(), &settings.config.server.cors_origins));
     let ending = match token {
         Some(presented) => match token_request(app, settings, keys, client, &mut req, presented) {
             Ok(ending) => ending,
@@ -146,7 +154,13 @@ async fn route(
         }
     };
     match forwarded {
-        Ok(resp) => Reply::Proxied(resp.map(Either::Left)),
+        Ok(resp) => {
+            let mut resp = resp.map(Either::Left);
+            if let Some(origin) = cors_origin {
+                cors::allow(resp.headers_mut(), origin);
+            }
+            Reply::Proxied(resp)
+        }
         Err(ProxyError::Connect(e)) => {
             tracing::warn!("{e}");
             Reply::Own(unavailable_for(settings, wants_html, "restarting"))

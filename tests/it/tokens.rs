@@ -1,7 +1,8 @@
 //! API tokens end to end: `nbctl token create` on a running daemon, the
 //! token in each place Jupyter's clients put it, XSRF satisfied for token
 //! requests only, the browser exchange of `?token=`, revocation closing a
-//! token's kernel WebSocket, and wrong tokens counted like wrong passwords.
+//! token's kernel WebSocket, wrong tokens counted like wrong passwords, and
+//! CORS for token clients on the sites of `server.cors_origins`.
 
 use std::time::Duration;
 
@@ -287,4 +288,92 @@ async fn wrong_tokens_count_against_the_login_limit() {
         .await
         .unwrap();
     assert_eq!(login.status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_for_token_clients_on_allowed_sites_only() {
+    let n = Notebookd::start_with(Options {
+        settings: vec![(
+            "server",
+            "cors_origins = [\"https://docs.example.com\", \"https://*.thebe.example\"]".into(),
+        )],
+        ..Options::default()
+    });
+    let token = create_token(&n, "thebe").await;
+    let c = n.client().client;
+    wait_accepted(&n, &c, &token).await;
+    let preflight = |origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, n.url("api/kernels"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    for origin in ["https://docs.example.com", "https://a.thebe.example"] {
+        let ok = preflight(origin).await.unwrap();
+        assert_eq!(ok.status(), 204, "{origin}");
+        assert_eq!(ok.headers()["access-control-allow-origin"], origin);
+        let allowed = ok.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap();
+        assert!(allowed.contains("Authorization"), "{allowed}");
+        assert!(
+            !ok.headers()
+                .contains_key("access-control-allow-credentials")
+        );
+    }
+    let evil = preflight("https://evil.example").await.unwrap();
+    assert_eq!(evil.status(), 403);
+    assert!(!evil.headers().contains_key("access-control-allow-origin"));
+
+    // The request itself, as a browser sends it from the allowed page.
+    let kernel = c
+        .post(n.url("api/kernels"))
+        .header("Origin", "https://docs.example.com")
+        .header("Sec-Fetch-Site", "cross-site")
+        .header("Authorization", format!("token {token}"))
+        .json(&json!({"name": "python3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kernel.status(), 201);
+    assert_eq!(
+        kernel.headers()["access-control-allow-origin"],
+        "https://docs.example.com"
+    );
+    assert!(
+        !kernel
+            .headers()
+            .contains_key("access-control-allow-credentials")
+    );
+    let other = c
+        .get(n.url("api/contents"))
+        .header("Origin", "https://evil.example")
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    // A cookie session from another site stays refused, CORS or not.
+    let b = n.logged_in().await;
+    let xsrf = b.xsrf().await;
+    let cookie_write = b
+        .client
+        .post(n.url("api/contents"))
+        .header("Origin", "https://docs.example.com")
+        .header("Sec-Fetch-Site", "cross-site")
+        .header("X-XSRFToken", xsrf)
+        .json(&json!({"type": "notebook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie_write.status(), 403);
+    assert!(
+        !cookie_write
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
 }
