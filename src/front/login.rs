@@ -88,13 +88,22 @@ pub fn login_required(settings: &Settings, req: &Request<Incoming>) -> Response<
     }
     let mut resp = json(
         StatusCode::UNAUTHORIZED,
-        &serde_json::json!({"message": "login required", "login": format!("{base}login")}),
+        &serde_json::json!({"message": not_logged_in_message(base), "login": format!("{base}login")}),
     );
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("notebookd-login realm=\"notebook\""),
     );
     resp
+}
+
+/// What Jupyter's UI shows when a request of an open tab fails for lack of
+/// a session (its error dialogs print the `message`): how to get back
+/// without losing the tab's unsaved work.
+pub fn not_logged_in_message(base: &str) -> String {
+    format!(
+        "Not logged in: the session ended or was never started. Log in again at {base}login in another tab (keep this one open: its unsaved changes stay), then retry here."
+    )
 }
 
 /// `next` if it is a path on this site under `base_url`, else `base_url`.

@@ -149,7 +149,7 @@ async fn route(
         () = ending.ended() => {
             return Reply::Own(json(
                 StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"message": "the session ended; log in again", "login": format!("{base}login")}),
+                &serde_json::json!({"message": login::not_logged_in_message(base), "login": format!("{base}login")}),
             ));
         }
     };

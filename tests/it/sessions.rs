@@ -102,7 +102,15 @@ async fn assert_cannot_reopen(n: &Notebookd, b: &Browser, kid: &str, tname: &str
     assert_eq!(k.err().as_deref(), Some("HTTP 401 Unauthorized"));
     let t = open_ws(n, b, &terminal_path(tname), false).await;
     assert_eq!(t.err().as_deref(), Some("HTTP 401 Unauthorized"));
-    assert_eq!(b.get("api/contents").await.status(), 401);
+    let refused = b.get("api/contents").await;
+    assert_eq!(refused.status(), 401);
+    // What an open tab's error dialog shows: how to log in again without losing it.
+    let body: serde_json::Value = refused.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("/login") && message.contains("another tab"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
