@@ -56,6 +56,8 @@ pub struct Server {
     /// The URL users type, e.g. `https://nb.example.org/`; empty: not said.
     /// `nbctl doctor` checks the certificate's names against it.
     pub public_url: String,
+    /// Origins whose API-token requests get CORS answers (never with cookies).
+    pub cors_origins: Vec<FrameAncestor>,
 }
 
 impl Default for Server {
@@ -68,6 +70,7 @@ impl Default for Server {
             runtime_dir: AbsPath::new("/run/notebook"),
             shutdown_timeout: HumanDuration::secs(10),
             public_url: String::new(),
+            cors_origins: Vec::new(),
         }
     }
 }

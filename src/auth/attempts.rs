@@ -292,6 +292,20 @@ impl LoginGuard {
         None
     }
 
+    /// How long a client at `ip` must wait before its next try (wrong
+    /// passwords and wrong API tokens alike); `None` if it may try.
+    pub fn limited(&self, ip: IpAddr, trusted: bool, limits: &LoginLimits) -> Option<Duration> {
+        self.wait(ip, trusted, limits)
+    }
+
+    /// Counts a wrong API token against `ip`'s networks, as a wrong
+    /// password counts.
+    pub fn token_failed(&self, ip: IpAddr, trusted: bool, limits: &LoginLimits) {
+        if !trusted {
+            let _ = self.begin(ip, limits);
+        }
+    }
+
     /// Ends every lockout (`nbctl login unlock`).
     pub fn unlock_all(&self) -> usize {
         let mut table = self.table();

@@ -1,17 +1,18 @@
 //! Session cookies: signed, expiring, revocable.
 //!
-//! The cookie holds `ISSUED.SEEN.ID.MAC`: when the user logged in, when the
-//! session was last refreshed (unix seconds, hex), a random session id, and
-//! an HMAC-SHA256 over those. The MAC key is derived from the secret in
+//! The cookie holds `ISSUED.SEEN.ID.MAC`: when the user logged in, a second
+//! time kept for compatibility with older cookies (unix seconds, hex), a
+//! random session id, and an HMAC-SHA256 over those. The cookie only names
+//! the session: whether it is still open, and when it was last seen, is the
+//! server's record ([`super::sessions`]), so a client that pins its Cookie
+//! header stays logged in while it is busy. The MAC key is derived from the secret in
 //! `STATE_DIR/session.key` *and* the configured password hash, so a new
 //! password or a new secret ends every existing session. Nothing secret is
 //! in the cookie itself and the key never leaves the server.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -167,20 +168,17 @@ impl SessionKeys {
         if issued > now + 300 || seen > now + 300 || seen < issued {
             return None;
         }
-        if now.saturating_sub(issued) >= self.lifetime.as_secs()
-            || now.saturating_sub(seen) >= self.idle.as_secs()
-        {
+        // The idle timeout is the session record's to check: it knows when
+        // the session was last seen.
+        if now.saturating_sub(issued) >= self.lifetime.as_secs() {
             return None;
         }
         Some(Session { id, issued, seen })
     }
 
-    /// Whether a session seen at `seen` should get a fresh cookie now. Refreshing
-    /// at most once a minute (or a tenth of the idle timeout) keeps Set-Cookie
-    /// off most responses.
-    pub fn needs_refresh(&self, session: &Session, now: u64) -> bool {
-        let every = (self.idle.as_secs() / 10).clamp(1, 60);
-        now.saturating_sub(session.seen) >= every
+    /// The absolute lifetime and the idle timeout, in seconds.
+    pub fn limits(&self) -> (u64, u64) {
+        (self.lifetime.as_secs(), self.idle.as_secs())
     }
 
     /// Seconds until the session ends at the latest (for the cookie's Max-Age).
@@ -202,62 +200,6 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Sessions seen recently (for `nbctl status`) and sessions ended by logout.
-#[derive(Default)]
-pub struct SessionTable {
-    inner: Mutex<Tables>,
-}
-
-#[derive(Default)]
-struct Tables {
-    /// id → last time seen (unix seconds).
-    active: HashMap<[u8; 12], u64>,
-    /// id → when its cookie expires anyway; entries are dropped after that.
-    revoked: HashMap<[u8; 12], u64>,
-}
-
-impl SessionTable {
-    pub fn touch(&self, session: &Session) {
-        if let Ok(mut t) = self.inner.lock() {
-            t.active.insert(session.id, session.seen);
-        }
-    }
-
-    pub fn revoke(&self, session: &Session, until: u64) {
-        if let Ok(mut t) = self.inner.lock() {
-            t.active.remove(&session.id);
-            let now = unix_now();
-            t.revoked.retain(|_, exp| *exp > now);
-            t.revoked.insert(session.id, until);
-        }
-    }
-
-    pub fn is_revoked(&self, session: &Session) -> bool {
-        self.inner
-            .lock()
-            .map(|t| t.revoked.contains_key(&session.id))
-            .unwrap_or(true)
-    }
-
-    /// Forget everything: after a password or secret change no old cookie verifies anyway.
-    pub fn clear(&self) {
-        if let Ok(mut t) = self.inner.lock() {
-            t.active.clear();
-            t.revoked.clear();
-        }
-    }
-
-    /// Sessions seen within `idle`.
-    pub fn active_count(&self, idle: Duration) -> usize {
-        let now = unix_now();
-        self.inner.lock().map_or(0, |mut t| {
-            t.active
-                .retain(|_, seen| now.saturating_sub(*seen) < idle.as_secs());
-            t.active.len()
-        })
-    }
 }
 
 #[cfg(test)]
@@ -331,12 +273,12 @@ mod tests {
     }
 
     #[test]
-    fn expiry_absolute_and_idle() {
+    fn expiry_absolute() {
         let k = keys(H1);
         let s = k.start().unwrap();
         let v = k.encode(&s);
-        assert!(k.decode(&v, s.issued + 599).is_some());
-        assert!(k.decode(&v, s.issued + 600).is_none(), "idle");
+        // Idle is the session record's business (see sessions.rs).
+        assert!(k.decode(&v, s.issued + 600).is_some());
         let late = Session {
             seen: s.issued + 3500,
             ..s

@@ -63,6 +63,10 @@ pub enum NbctlCommand {
     Config(ConfigCommand),
     Status(StatusArgs),
     Reload(ReloadArgs),
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    #[command(subcommand)]
+    Token(TokenCommand),
     Unlock(UnlockArgs),
     Doctor(DoctorArgs),
 }
@@ -390,4 +394,63 @@ mod tests {
         NbctlArgs::command().debug_assert();
         NotebookdArgs::command().debug_assert();
     }
+}
+
+/// Lists or ends the login sessions of the running notebookd.
+///
+/// Asks the daemon over its control socket. Ending a session closes every
+/// open connection of it at once (kernel, terminal and event WebSockets
+/// included); its cookie stops working, also after a restart.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Lists the sessions: id prefix, client address, how it logged in, created, last seen, open WebSockets, user agent.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ends one session (by the id prefix `nbctl sessions list` shows) or all of them.
+    Revoke {
+        /// The session's id, or at least 6 of its first hex digits.
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        id: Option<String>,
+        /// End every session.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Creates, lists and revokes API tokens for scripts and remote clients.
+///
+/// Clients send a token as `Authorization: token T` (or `Bearer T`), or as
+/// `?token=T` in a URL (VS Code, JupyterLab Desktop, PyCharm,
+/// @jupyterlab/services, jupyter_server's GatewayClient). Tokens are kept
+/// hashed in tokens.json in server.state_dir; the running notebookd picks
+/// up changes within a second, without a restart.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Makes a new token and prints it once, alone on one line of standard output.
+    Create {
+        /// A name for the token (letters, digits, - _ . @), shown in listings and logs.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// How long the token is valid, e.g. 30d or 12h; without it, until revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// Lists the tokens: name, created, expires, last used.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token: it stops working and its open connections close.
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }

@@ -18,11 +18,21 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(130);
 
 /// Sends one command to the daemon whose runtime directory is `runtime_dir`.
 fn ask(runtime_dir: &Path, command: &str, timeout: Duration) -> Result<Value, ControlError> {
+    ask_with(runtime_dir, command, None, timeout)
+}
+
+/// [`ask`] with the command's argument.
+pub fn ask_with(
+    runtime_dir: &Path,
+    command: &str,
+    arg: Option<&str>,
+    timeout: Duration,
+) -> Result<Value, ControlError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ControlError::Protocol(control::socket_path(runtime_dir), e.to_string()))?;
-    runtime.block_on(control::request(runtime_dir, command, timeout))
+    runtime.block_on(control::request_with(runtime_dir, command, arg, timeout))
 }
 
 /// The daemon's runtime directory from the config. A config that does not

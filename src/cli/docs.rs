@@ -146,7 +146,7 @@ const FILES: Extra = Extra {
         ),
         (
             "/var/lib/notebook",
-            "State: notebooks (by default) and the session secret.",
+            "State: notebooks (by default), the session secret, the session table (sessions.json) and the API tokens' hashes (tokens.json).",
         ),
         (
             "/run/notebook/control.sock",

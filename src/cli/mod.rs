@@ -2,7 +2,8 @@
 //!
 //! One module per verb group: [`passwd`], [`cert`], [`embed`], [`config`]
 //! (config check/show/get/set/unset), [`daemon`] (status and reload over the
-//! control socket). [`edit`] edits the config file keeping its comments,
+//! control socket), [`sessions`] (list and end login sessions), [`token`]
+//! (API tokens). [`edit`] edits the config file keeping its comments,
 //! [`file`] replaces files atomically, [`docs`] writes the man pages and
 //! completions from [`args`].
 //!
@@ -28,10 +29,15 @@ pub mod edit;
 pub mod embed;
 pub mod file;
 pub mod passwd;
+pub mod sessions;
+pub mod token;
 
 use std::path::Path;
 
-use args::{CertCommand, ConfigCommand, EmbedCommand, NbctlArgs, NbctlCommand};
+use args::{
+    CertCommand, ConfigCommand, EmbedCommand, NbctlArgs, NbctlCommand, SessionsCommand,
+    TokenCommand,
+};
 
 /// Why a command failed, and so its exit status.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +113,15 @@ pub fn run(args: NbctlArgs) -> Result<(), CliError> {
         NbctlCommand::Doctor(a) => doctor::run(path, a.json),
         NbctlCommand::Reload(_) => daemon::reload(path),
         NbctlCommand::Unlock(_) => daemon::unlock(path),
+        NbctlCommand::Sessions(SessionsCommand::List { json }) => sessions::list(path, json),
+        NbctlCommand::Sessions(SessionsCommand::Revoke { id, all }) => {
+            sessions::revoke(path, id.as_deref(), all)
+        }
+        NbctlCommand::Token(TokenCommand::Create { name, expires }) => {
+            token::create(path, &name, expires.as_deref())
+        }
+        NbctlCommand::Token(TokenCommand::List { json }) => token::list(path, json),
+        NbctlCommand::Token(TokenCommand::Revoke { name }) => token::revoke(path, &name),
     }
 }
 

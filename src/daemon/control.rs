@@ -4,8 +4,10 @@
 //! A unix socket at `RUNTIME_DIR/control.sock`, mode 0660 in a directory
 //! that only the service user and its group can enter: root and members of
 //! group `notebook` may connect, nobody else. The protocol is one JSON line
-//! each way: `{"command":"status"}` or `{"command":"reload"}` in, one JSON
-//! object out.
+//! each way: `{"command":"status"}`, `{"command":"reload"}`,
+//! `{"command":"sessions"}`, `{"command":"tokens"}` or
+//! `{"command":"revoke","arg":"ID|--all"}` in,
+//! one JSON object out.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::reload::{LastReload, ReloadRecord};
+use crate::auth::sessions::Via;
 use crate::front::App;
 
 pub const SOCKET_NAME: &str = "control.sock";
@@ -34,7 +37,15 @@ pub fn socket_path(runtime_dir: &Path) -> PathBuf {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ControlRequest {
     pub command: String,
+    /// The command's argument, e.g. the session id prefix of `revoke`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
 }
+
+/// How many hex digits of a session id `nbctl sessions list` shows and
+/// `revoke` needs at least: enough to name one session, not the whole id.
+pub const SESSION_ID_PREFIX: usize = 12;
+const MIN_REVOKE_PREFIX: usize = 6;
 
 /// A reload asked for over the socket, answered by the daemon's main loop.
 pub struct ReloadRequest {
@@ -88,6 +99,9 @@ async fn answer(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
     let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
         Ok(req) if req.command == "status" => status(app, last_reload.get()),
+        Ok(req) if req.command == "sessions" => sessions(app),
+        Ok(req) if req.command == "tokens" => tokens(app),
+        Ok(req) if req.command == "revoke" => revoke(app, req.arg.as_deref().unwrap_or("")),
         Ok(req) if req.command == "reload" => {
             let (done, result) = oneshot::channel();
             let outcome = if reloads.send(ReloadRequest { done }).await.is_err() {
@@ -118,7 +132,7 @@ async fn answer(
             serde_json::json!({"ok": true, "cleared": cleared})
         }
         Ok(req) => {
-            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew, unlock", req.command)})
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew, unlock, sessions, revoke, tokens", req.command)})
         }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
     };
@@ -142,6 +156,81 @@ fn rfc3339(unix: i64) -> Option<String> {
         .ok()?
         .format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// What `nbctl sessions list` shows: every session, most recently seen first.
+fn sessions(app: &App) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = app
+        .sessions
+        .list()
+        .into_iter()
+        .map(|s| {
+            let at = |t: u64| rfc3339(i64::try_from(t).unwrap_or(i64::MAX));
+            let (via, token) = match &s.via {
+                Via::Password => ("password", None),
+                Via::Token(name) => ("token", Some(name.clone())),
+            };
+            serde_json::json!({
+                "id": s.id.get(..SESSION_ID_PREFIX).unwrap_or(&s.id),
+                "client": s.client,
+                "user_agent": s.user_agent,
+                "via": via,
+                "token": token,
+                "created": at(s.created),
+                "created_unix": s.created,
+                "last_seen": at(s.last_seen),
+                "last_seen_unix": s.last_seen,
+                "websockets": s.websockets,
+            })
+        })
+        .collect();
+    serde_json::json!({"ok": true, "sessions": list})
+}
+
+/// When each API token was last used (kept in memory only), for `nbctl token list`.
+fn tokens(app: &App) -> serde_json::Value {
+    // Changes nbctl just made are seen now, not at the next tick.
+    let _ = app.tokens.reload_if_changed();
+    let usage: serde_json::Map<String, serde_json::Value> = app
+        .tokens
+        .usage()
+        .into_iter()
+        .map(|(name, last_used, websockets)| {
+            let last = (last_used > 0).then_some(last_used);
+            (
+                name,
+                serde_json::json!({
+                    "last_used": last.and_then(|t| rfc3339(i64::try_from(t).unwrap_or(i64::MAX))),
+                    "last_used_unix": last,
+                    "websockets": websockets,
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({"ok": true, "tokens": usage})
+}
+
+/// `nbctl sessions revoke ID|--all`: ends sessions and closes their connections.
+fn revoke(app: &App, which: &str) -> serde_json::Value {
+    if which == "--all" {
+        let ended = app.sessions.end_all();
+        tracing::info!("nbctl sessions revoke --all: {ended} session(s) ended");
+        return serde_json::json!({"ok": true, "ended": ended});
+    }
+    if which.len() < MIN_REVOKE_PREFIX || !which.chars().all(|c| c.is_ascii_hexdigit()) {
+        return serde_json::json!({"ok": false, "error": format!(
+            "{which:?} is not a session id: give at least {MIN_REVOKE_PREFIX} hex digits of an id that `nbctl sessions list` shows, or --all"
+        )});
+    }
+    match app.sessions.end_matching(which) {
+        0 => serde_json::json!({"ok": false, "error": format!(
+            "no session has an id starting with {which}; `nbctl sessions list` shows the open ones"
+        )}),
+        ended => {
+            tracing::info!("nbctl sessions revoke {which}: {ended} session(s) ended");
+            serde_json::json!({"ok": true, "ended": ended})
+        }
+    }
 }
 
 /// What `nbctl status` shows.
@@ -194,7 +283,7 @@ pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value
             "certificate": cert,
         },
         "password_set": config.auth.password_hash.is_some(),
-        "sessions": app.sessions.active_count(config.auth.session_idle_timeout.get()),
+        "sessions": app.sessions.len(),
         "connections": app.open_connections(),
         "websockets": app.upstream.open_websockets(),
         "jupyter": jupyter,
@@ -225,6 +314,16 @@ pub async fn request(
     command: &str,
     timeout: Duration,
 ) -> Result<serde_json::Value, ControlError> {
+    request_with(runtime_dir, command, None, timeout).await
+}
+
+/// [`request`] with the command's argument.
+pub async fn request_with(
+    runtime_dir: &Path,
+    command: &str,
+    arg: Option<&str>,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
     let path = socket_path(runtime_dir);
     let stream = match UnixStream::connect(&path).await {
         Ok(s) => s,
@@ -251,6 +350,7 @@ pub async fn request(
         let (read, mut write) = stream.into_split();
         let mut req = serde_json::to_string(&ControlRequest {
             command: command.into(),
+            arg: arg.map(str::to_string),
         })
         .map_err(|e| e.to_string())?;
         req.push('\n');

@@ -129,6 +129,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     tokio::spawn(memory::release_after_closes(app.clone()));
+    tokio::spawn(session_upkeep(app.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(supervisor.clone(), interval));
     }
@@ -177,11 +178,84 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // Whatever is still open (WebSockets past the deadline) ends with its thread.
     let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     supervisor.stop().await;
+    save_sessions(&app, true).await;
     let _ = std::fs::remove_file(control::socket_path(
         &app.settings().config.server.runtime_dir,
     ));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Once a second: ends the sessions past their lifetime or idle timeout
+/// (closing their connections even when no request comes), and writes the
+/// session table if it changed. Requests never write it themselves.
+async fn session_upkeep(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let (lifetime, idle) = {
+            let auth = &app.settings().config.auth;
+            (
+                auth.session_lifetime.get().as_secs(),
+                auth.session_idle_timeout.get().as_secs(),
+            )
+        };
+        let now = crate::auth::session::unix_now();
+        let ended = app.sessions.sweep(now, lifetime, idle);
+        if ended > 0 {
+            tracing::info!("{ended} session(s) reached their lifetime or idle timeout and ended");
+        }
+        check_tokens(&app, now);
+        // One log line per failure spell, not one a second.
+        let ok = save_sessions(&app, !failing).await;
+        failing = !ok;
+    }
+}
+
+/// Picks up `nbctl token` changes (a `stat` a second) and ends what a
+/// revoked or expired token had open: its WebSockets and the browser
+/// sessions its links started.
+fn check_tokens(app: &App, now: u64) {
+    match app.tokens.reload_if_changed() {
+        Ok(changes) => {
+            for name in &changes.added {
+                tracing::info!(token = %name, "API token added");
+            }
+            for name in &changes.removed {
+                let ended = app.sessions.end_via_token(name);
+                tracing::info!(token = %name, "API token revoked; {ended} session(s) it started ended");
+            }
+        }
+        Err(e) => tracing::error!("{e}; no API token is accepted until it is fixed"),
+    }
+    for name in app.tokens.sweep(now) {
+        let ended = app.sessions.end_via_token(&name);
+        tracing::info!(token = %name, "API token expired; {ended} session(s) it started ended");
+    }
+}
+
+/// Writes the session table if it changed; `false` if that failed.
+async fn save_sessions(app: &Arc<App>, log_failure: bool) -> bool {
+    let app = app.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        let dir = app.settings().config.server.state_dir.clone();
+        (app.sessions.save(), dir)
+    })
+    .await;
+    match saved {
+        Ok((Err(e), dir)) => {
+            if log_failure {
+                tracing::error!(
+                    "cannot write the session table in {} ({e}); sessions ended since the last write could come back after a restart: make the directory writable by the service user",
+                    dir.display()
+                );
+            }
+            false
+        }
+        _ => true,
+    }
 }
 
 /// WATCHDOG=1 while the runtime and the supervisor are alive.

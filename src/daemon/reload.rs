@@ -80,7 +80,7 @@ impl Reloader {
                     ));
                 }
                 if password_changed || secret_changed {
-                    self.app.sessions.clear();
+                    self.app.sessions.end_all();
                     notes.push(if password_changed {
                         "password changed: every session ended".into()
                     } else {

@@ -280,6 +280,21 @@ pub fn session_cookie(
         .unwrap_or_else(|_| HeaderValue::from_static("notebookd-session=; Max-Age=0"))
 }
 
+/// The `_xsrf` cookie of the login form (double submit: a form that
+/// carries `_xsrf` must carry this value). It has Jupyter's name and
+/// format (a raw hex token, which tornado accepts as its version 1), so
+/// Jupyter keeps using it after the login and scripts that replay
+/// Jupyter's login (VS Code) find what they look for. Readable by scripts,
+/// as Jupyter's own is.
+pub fn xsrf_cookie(value: &str, path: &str, secure: bool, cross_site: bool) -> HeaderValue {
+    let mut c = cookie::Cookie::build(("_xsrf", value.to_string()))
+        .path(path.to_string())
+        .secure(secure || cross_site)
+        .build();
+    apply_same_site(&mut c, cross_site);
+    HeaderValue::from_str(&c.to_string()).unwrap_or_else(|_| HeaderValue::from_static("_xsrf="))
+}
+
 fn apply_same_site(c: &mut cookie::Cookie<'_>, cross_site: bool) {
     if cross_site {
         c.set_same_site(cookie::SameSite::None);

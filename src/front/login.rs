@@ -1,6 +1,7 @@
 //! The login and logout pages and the session check in front of Jupyter:
 //! the HTTP side of [`crate::auth`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -9,23 +10,34 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::client::ClientInfo;
-use super::headers::session_cookie;
+use super::headers::{session_cookie, xsrf_cookie};
 use super::limits::Deadlines;
 use super::limits::WarnThrottle;
 use super::target::check_path;
 use super::{App, Body, Settings, html, json, pages, redirect};
 use crate::auth::session::{COOKIE_NAME, Session, SessionKeys, unix_now};
+use crate::auth::sessions::{Ending, Via};
 use crate::auth::{LoginLimits, Verdict};
+use subtle::ConstantTimeEq;
 
 /// A login form is a password and a path: anything bigger is not one.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// The valid, unrevoked session of a request, if any.
-pub fn current_session(app: &App, keys: &SessionKeys, headers: &HeaderMap) -> Option<Session> {
+/// The valid, open session of a request, if any, marked as seen: the
+/// cookie's session and the signal that ends its connections.
+pub fn current_session(
+    app: &App,
+    keys: &SessionKeys,
+    headers: &HeaderMap,
+) -> Option<(Session, Arc<Ending>)> {
     let now = unix_now();
+    let (lifetime, idle) = keys.limits();
     cookie_values(headers, COOKIE_NAME)
         .filter_map(|v| keys.decode(v, now))
-        .find(|s| !app.sessions.is_revoked(s))
+        .find_map(|s| {
+            let live = app.sessions.enter(&s.id, now, lifetime, idle).ok()?;
+            Some((s, live))
+        })
 }
 
 fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -38,26 +50,6 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Ite
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then_some(v)
         })
-}
-
-/// A fresh cookie for a session whose last refresh is old enough.
-pub fn refreshed_cookie(
-    app: &App,
-    settings: &Settings,
-    keys: &SessionKeys,
-    client: &ClientInfo,
-    session: &Session,
-) -> Option<HeaderValue> {
-    let now = unix_now();
-    if !keys.needs_refresh(session, now) {
-        return None;
-    }
-    let renewed = Session {
-        seen: now,
-        ..*session
-    };
-    app.sessions.touch(&renewed);
-    Some(cookie_for(settings, keys, client, &renewed, now))
 }
 
 fn cookie_for(
@@ -98,13 +90,22 @@ pub fn login_required(settings: &Settings, req: &Request<Incoming>) -> Response<
     }
     let mut resp = json(
         StatusCode::UNAUTHORIZED,
-        &serde_json::json!({"message": "login required", "login": format!("{base}login")}),
+        &serde_json::json!({"message": not_logged_in_message(base), "login": format!("{base}login")}),
     );
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("notebookd-login realm=\"notebook\""),
     );
     resp
+}
+
+/// What Jupyter's UI shows when a request of an open tab fails for lack of
+/// a session (its error dialogs print the `message`): how to get back
+/// without losing the tab's unsaved work.
+pub fn not_logged_in_message(base: &str) -> String {
+    format!(
+        "Not logged in: the session ended or was never started. Log in again at {base}login in another tab (keep this one open: its unsaved changes stay), then retry here."
+    )
 }
 
 /// `next` if it is a path on this site under `base_url`, else `base_url`.
@@ -161,7 +162,22 @@ pub async fn login(
             if current_session(app, keys, req.headers()).is_some() {
                 return redirect(StatusCode::FOUND, &next);
             }
-            html(StatusCode::OK, pages::login(base, &next, None))
+            let mut resp = html(StatusCode::OK, pages::login(base, &next, None));
+            if cookie_values(req.headers(), "_xsrf").next().is_none() {
+                let mut raw = [0u8; 16];
+                if getrandom::getrandom(&mut raw).is_ok() {
+                    resp.headers_mut().append(
+                        header::SET_COOKIE,
+                        xsrf_cookie(
+                            &hex::encode(raw),
+                            base,
+                            client.https,
+                            settings.headers.cross_site_cookies(client.https),
+                        ),
+                    );
+                }
+            }
+            resp
         }
         Method::POST => post_login(app, settings, keys, client, req).await,
         _ => {
@@ -216,6 +232,14 @@ async fn post_login(
             ),
         );
     }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let xsrf_cookies: Vec<String> = cookie_values(req.headers(), "_xsrf")
+        .map(str::to_string)
+        .collect();
     // The whole form within one body_read_timeout, before anything else:
     // a client that announces a body and sends none holds nothing for long.
     let deadline = req
@@ -245,14 +269,35 @@ async fn post_login(
     };
     let mut password = None;
     let mut next = String::new();
+    let mut xsrf = None;
     for (k, v) in form_urlencoded::parse(&body) {
         match &*k {
             "password" => password = Some(v.into_owned()),
             "next" => next = v.into_owned(),
+            "_xsrf" => xsrf = Some(v.into_owned()),
             _ => {}
         }
     }
     let next = safe_next(&next, base);
+    // Double submit, as Jupyter's login form does: a form that carries
+    // `_xsrf` proves it was read from this site by matching the cookie.
+    if let Some(xsrf) = &xsrf {
+        let matches = xsrf_cookies
+            .iter()
+            .any(|c| bool::from(c.as_bytes().ct_eq(xsrf.as_bytes())));
+        if !matches {
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::login(
+                    base,
+                    &next,
+                    Some(
+                        "The login form is stale or came from another site; reload the login page and try again.",
+                    ),
+                ),
+            );
+        }
+    }
     let Some(password) = password else {
         return html(
             StatusCode::BAD_REQUEST,
@@ -278,9 +323,17 @@ async fn post_login(
                     ),
                 );
             };
-            app.sessions.touch(&session);
+            app.sessions.insert(
+                session.id,
+                session.issued,
+                client.ip.to_string(),
+                user_agent.as_deref().unwrap_or(""),
+                Via::Password,
+            );
             tracing::info!(client = %client.ip, "login");
-            let mut resp = redirect(StatusCode::SEE_OTHER, &next);
+            // 302, as Jupyter answers its login form: VS Code's password
+            // flow accepts nothing else, and browsers follow it with a GET.
+            let mut resp = redirect(StatusCode::FOUND, &next);
             resp.headers_mut().append(
                 header::SET_COOKIE,
                 cookie_for(settings, keys, client, &session, session.issued),
@@ -362,6 +415,52 @@ fn wait_in_words(secs: u64) -> String {
     }
 }
 
+/// A browser that followed a link with a valid `?token=`: a session
+/// started by that token (a cookie), and a redirect to the same URL
+/// without the token, so that it leaves the address bar, the history and
+/// any `Referer`.
+pub fn token_exchange(
+    app: &App,
+    settings: &Settings,
+    keys: &SessionKeys,
+    client: &ClientInfo,
+    req: &Request<Incoming>,
+    token_name: &str,
+) -> Response<Body> {
+    let base = settings.base_url();
+    let Ok(session) = keys.start() else {
+        return html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::error(
+                base,
+                500,
+                "Internal Server Error",
+                "The server could not start a session; see its log.",
+            ),
+        );
+    };
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    app.sessions.insert(
+        session.id,
+        session.issued,
+        client.ip.to_string(),
+        user_agent,
+        Via::Token(token_name.to_string()),
+    );
+    tracing::info!(client = %client.ip, token = token_name, "login with an API token link");
+    let target = safe_next(&super::token::without_token(req.uri()), base);
+    let mut resp = redirect(StatusCode::FOUND, &target);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_for(settings, keys, client, &session, session.issued),
+    );
+    resp
+}
+
 /// `{base_url}logout`: ends the session (also for a replayed copy of its cookie).
 pub fn logout(
     app: &App,
@@ -390,9 +489,13 @@ pub fn logout(
         );
     }
     if let Some(keys) = &settings.keys {
-        if let Some(session) = current_session(app, keys, req.headers()) {
-            let until = session.issued + settings.config.auth.session_lifetime.get().as_secs();
-            app.sessions.revoke(&session, until);
+        let now = unix_now();
+        let mut ended = false;
+        for session in cookie_values(req.headers(), COOKIE_NAME).filter_map(|v| keys.decode(v, now))
+        {
+            ended |= app.sessions.end(&session.id);
+        }
+        if ended {
             tracing::info!(client = %client.ip, "logout");
         }
     }

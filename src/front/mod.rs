@@ -1,8 +1,9 @@
 //! The HTTP edge, in the order a request meets it: [`listen`] (bind,
 //! accept, connection slots), [`tls`], [`limits`] (clocks and sizes),
 //! [`route`] (request-target checks and the routing table), [`login`],
-//! [`headers`], [`pages`], [`proxy`]; [`plain_http`] answers
-//! `http://` sent to a TLS port. This file holds what they share: the
+//! [`token`] (API tokens on requests), [`cors`] (their cross-origin use),
+//! [`headers`], [`pages`], [`proxy`]; [`plain_http`] answers `http://` sent
+//! to a TLS port. This file holds what they share: the
 //! [`App`] state, the reloadable [`Settings`], a client connection, and the
 //! helpers that make notebookd's own responses.
 //!
@@ -12,6 +13,7 @@
 pub mod acme;
 pub mod cert_watch;
 pub mod client;
+pub mod cors;
 pub mod gateway;
 pub mod headers;
 pub mod limits;
@@ -24,6 +26,7 @@ pub mod route;
 pub mod splice;
 pub mod target;
 pub mod tls;
+pub mod token;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -41,7 +44,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::LoginGuard;
-use crate::auth::session::{SessionKeys, SessionSecret, SessionTable};
+use crate::auth::session::{SessionKeys, SessionSecret};
+use crate::auth::sessions::SessionTable;
+use crate::auth::tokens::TokenTable;
 use crate::config::Config;
 use crate::jupyter::{JupyterState, JupyterStatus, Supervisor};
 use client::Peer;
@@ -111,6 +116,7 @@ impl Settings {
 pub struct App {
     settings: ArcSwap<Settings>,
     pub sessions: SessionTable,
+    pub tokens: TokenTable,
     pub login: LoginGuard,
     pub upstream: Upstream,
     /// ACME's state (`[tls.acme]`), kept across reloads.
@@ -127,9 +133,17 @@ impl App {
     pub fn new(settings: Settings, supervisor: Supervisor) -> App {
         let jupyter = supervisor.status();
         let socket = jupyter.borrow().socket.clone();
+        let auth = &settings.config.auth;
+        let sessions = SessionTable::load(
+            &settings.config.server.state_dir,
+            auth.session_lifetime.get().as_secs(),
+            auth.session_idle_timeout.get().as_secs(),
+        );
+        let tokens = TokenTable::load(&settings.config.server.state_dir);
         App {
             settings: ArcSwap::from_pointee(settings),
-            sessions: SessionTable::default(),
+            sessions,
+            tokens,
             login: LoginGuard::default(),
             upstream: Upstream::new(socket),
             acme: acme::AcmeState::default(),

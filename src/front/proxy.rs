@@ -25,6 +25,7 @@ use tokio::net::UnixStream;
 
 use super::client::ClientInfo;
 use super::limits::{ConnectionSlot, Deadlines, ProgressBody};
+use crate::auth::sessions::Ending;
 
 /// What a request to Jupyter carries: the client's body, with its progress
 /// deadline (`limits.body_read_timeout`).
@@ -284,6 +285,8 @@ impl Upstream {
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         // The client connection's place under limits.max_connections, kept by the WebSocket.
         let slot = req.extensions_mut().remove::<ConnectionSlot>();
+        // The session's end signal: the WebSocket closes when the session ends.
+        let ending = req.extensions_mut().remove::<Arc<Ending>>();
 
         // The target stays as the client sent it: origin-form (the router refuses others).
         let (mut parts, body) = req.into_parts();
@@ -349,7 +352,21 @@ impl Upstream {
                     let mut down = TokioIo::new(down);
                     let mut up = TokioIo::new(up);
                     // No buffers held while the WebSocket is idle (see splice.rs).
-                    let _ = super::splice::splice(&mut down, &mut up).await;
+                    let splice = super::splice::splice(&mut down, &mut up);
+                    match &ending {
+                        Some(ending) => {
+                            let _counted = ending.websocket();
+                            // Dropping both streams closes them: the client's
+                            // connection and Jupyter's (the kernel keeps running).
+                            tokio::select! {
+                                _ = splice => {}
+                                () = ending.ended() => {}
+                            }
+                        }
+                        None => {
+                            let _ = splice.await;
+                        }
+                    }
                     counter.fetch_sub(1, Ordering::Relaxed);
                 });
                 // A 101 keeps its Connection/Upgrade headers: they are the point of it.

@@ -12,7 +12,12 @@ use hyper::body::Incoming;
 use super::client::ClientInfo;
 use super::proxy::{ProxyError, UpstreamConn};
 use super::target::{check_host, check_path, head_size, origin_matches};
-use super::{App, Body, ClientConn, Settings, html, json, login, pages, redirect, respond};
+use super::{
+    App, Body, ClientConn, Settings, cors, html, json, login, pages, redirect, respond, token,
+};
+use crate::auth::LoginLimits;
+use crate::auth::session::{SessionKeys, unix_now};
+use crate::auth::sessions::Ending;
 use crate::jupyter::JupyterState;
 
 /// A response, and who made it: notebookd's own pages get notebookd's
@@ -92,7 +97,11 @@ async fn route(
     if let Err(why) = check_host(req.headers()) {
         return refuse(StatusCode::BAD_REQUEST, why);
     }
-    if cross_site_write(&req) || foreign_origin_write(settings, client, &req) {
+    // A token request is not a browser's (its credential is not ambient),
+    // so the cross-site and Origin refusals do not apply; a wrong token is
+    // refused below.
+    let token = token::presented(&req);
+    if token.is_none() && (cross_site_write(&req) || foreign_origin_write(settings, client, &req)) {
         return refuse(
             StatusCode::FORBIDDEN,
             "This request came from another site; it is refused.",
@@ -126,37 +135,59 @@ async fn route(
         }
         _ => {}
     }
+    let gateway_api =
+        settings.config.jupyter.gateway().is_some() && super::gateway::is_gateway_api(rel);
+    if cors::is_preflight(&req) {
+        return Reply::Own(cors::preflight(&req, &settings.config.server.cors_origins));
+    }
     let Some(keys) = &settings.keys else {
         return Reply::Own(html(
             StatusCode::SERVICE_UNAVAILABLE,
             pages::no_password(base),
         ));
     };
-    let Some(session) = login::current_session(app, keys, req.headers()) else {
-        return Reply::Own(login::login_required(settings, &req));
+    let mut req = req;
+    let cors_origin = token
+        .as_ref()
+        .and_then(|_| cors::allowed_origin(req.headers(), &settings.config.server.cors_origins));
+    let ending = match token {
+        Some(presented) => match token_request(app, settings, keys, client, &mut req, presented) {
+            Ok(ending) => ending,
+            Err(reply) => return *reply,
+        },
+        None => match login::current_session(app, keys, req.headers()) {
+            Some((_, ending)) => ending,
+            None => return Reply::Own(login::login_required(settings, &req)),
+        },
     };
-    let refresh = login::refreshed_cookie(app, settings, keys, client, &session);
 
     let state = app.jupyter_state();
     if state != JupyterState::Ready {
         return Reply::Own(unavailable(settings, &req, state.describe()));
     }
     let wants_html = accepts_html(&req);
-    let gateway_api =
-        settings.config.jupyter.gateway().is_some() && super::gateway::is_gateway_api(rel);
-    match app
-        .upstream
-        .forward(req, client, crate::auth::session::COOKIE_NAME, upstream)
-        .await
-    {
+    // A WebSocket of the session closes when the session ends (see proxy.rs).
+    req.extensions_mut().insert(ending.clone());
+    let forwarded = tokio::select! {
+        r = app
+            .upstream
+            .forward(req, client, crate::auth::session::COOKIE_NAME, upstream) => r,
+        () = ending.ended() => {
+            return Reply::Own(json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"message": login::not_logged_in_message(base), "login": format!("{base}login")}),
+            ));
+        }
+    };
+    match forwarded {
         Ok(resp) => {
             let mut resp = if gateway_api {
                 super::gateway::clarify(base, wants_html, resp).await
             } else {
                 resp.map(Either::Left)
             };
-            if let Some(cookie) = refresh {
-                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            if let Some(origin) = cors_origin {
+                cors::allow(resp.headers_mut(), origin);
             }
             Reply::Proxied(resp)
         }
@@ -190,6 +221,72 @@ async fn route(
             )
         }
     }
+}
+
+/// Checks the API token of a request and prepares the request for Jupyter;
+/// the token's end signal, or the answer for a refused token (401, or 429
+/// once the address has used up its attempts). A browser navigation with
+/// `?token=` gets a session cookie instead and is sent to the same URL
+/// without the token (what a pasted link or JupyterLab Desktop does).
+fn token_request(
+    app: &App,
+    settings: &Settings,
+    keys: &SessionKeys,
+    client: &ClientInfo,
+    req: &mut Request<Incoming>,
+    presented: token::Presented,
+) -> Result<Arc<Ending>, Box<Reply>> {
+    let auth = &settings.config.auth;
+    let limits = LoginLimits {
+        attempts: auth.login_attempts,
+        window: auth.login_window.get(),
+    };
+    let trusted = auth.trusted_clients.iter().any(|t| t.contains(client.ip));
+    if let Some(wait) = app.login.limited(client.ip, trusted, &limits) {
+        let mut resp = json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({"message": "too many failed logins or tokens from this address; wait before trying again"}),
+        );
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(Box::new(Reply::Own(resp)));
+    }
+    let Some(used) = app.tokens.check(&presented.value, unix_now()) else {
+        app.login.token_failed(client.ip, trusted, &limits);
+        tracing::warn!(client = %client.ip, "refused an unknown or expired API token");
+        let mut resp = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"message": "invalid or expired API token (see `nbctl token list`)"}),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("token realm=\"notebook\""),
+        );
+        return Err(Box::new(Reply::Own(resp)));
+    };
+    let navigation = presented.in_query
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && !super::proxy::is_upgrade(req.headers())
+        && accepts_html(req);
+    if navigation {
+        return Err(Box::new(Reply::Own(login::token_exchange(
+            app, settings, keys, client, req, &used.name,
+        ))));
+    }
+    if token::prepare_for_jupyter(req).is_err() {
+        return Err(Box::new(refuse_internal(settings)));
+    }
+    Ok(used.ending)
+}
+
+fn refuse_internal(settings: &Settings) -> Reply {
+    Reply::Own(error_page(
+        settings,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The server could not make a random value; see its log.",
+    ))
 }
 
 /// A state-changing request (or a WebSocket) that the browser says comes

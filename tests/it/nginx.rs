@@ -277,7 +277,7 @@ async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
         .send()
         .await
         .unwrap();
-    assert_eq!(login.status(), 303);
+    assert_eq!(login.status(), 302);
     assert_eq!(login.headers()["location"], "/notebook/tree");
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
     // Secure although notebookd speaks plain HTTP: nginx said the browser used HTTPS.

@@ -91,6 +91,6 @@ async fn login_with_a_jupyter_argon2_hash() {
         .send()
         .await
         .unwrap();
-    assert_eq!(right.status(), 303);
+    assert_eq!(right.status(), 302);
     assert_eq!(b.get("api/contents").await.status(), 200);
 }

@@ -49,7 +49,7 @@ async fn login_with_right_and_wrong_password() {
         .send()
         .await
         .unwrap();
-    assert_eq!(right.status(), 303);
+    assert_eq!(right.status(), 302);
     assert_eq!(right.headers()["location"], "/tree");
     let cookie = right.headers()["set-cookie"].to_str().unwrap().to_string();
     for attr in [

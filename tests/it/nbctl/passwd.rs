@@ -264,7 +264,7 @@ async fn new_password_ends_every_session() {
         .send()
         .await
         .unwrap();
-    assert_eq!(new.status(), 303);
+    assert_eq!(new.status(), 302);
     assert_eq!(fresh.get("api/contents").await.status(), 200);
     n.wait_log(
         "password changed: every session ended",

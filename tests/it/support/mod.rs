@@ -413,8 +413,17 @@ impl Notebookd {
             .send()
             .await
             .expect("POST login");
-        assert_eq!(resp.status(), 303, "login failed: {:?}", resp.text().await);
+        assert_eq!(resp.status(), 302, "login failed: {:?}", resp.text().await);
         b
+    }
+
+    /// Starts notebookd again after [`Notebookd::stop`]: same directory,
+    /// port and config, a fresh log; waits until it is ready.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.log.lock().expect("log").clear();
+        self.spawn();
+        self.wait_ready(Duration::from_secs(90));
     }
 
     /// Sends SIGTERM and waits for notebookd to exit; returns its exit code.
@@ -563,7 +572,7 @@ impl Browser {
                 .send()
                 .await;
             if let Ok(r) = login {
-                if r.status() == 303 && b.get("api/contents").await.status() == 200 {
+                if r.status() == 302 && b.get("api/contents").await.status() == 200 {
                     return b;
                 }
             }
@@ -575,7 +584,7 @@ impl Browser {
         }
     }
 
-    /// Logs in with `password`; panics unless notebookd answers 303.
+    /// Logs in with `password`; panics unless notebookd answers 302.
     pub async fn login(&self, password: &str) {
         let path = reqwest::Url::parse(&self.base)
             .expect("base URL")
@@ -589,7 +598,7 @@ impl Browser {
             .await
             .expect("POST login");
         let status = resp.status();
-        assert_eq!(status, 303, "login failed: {:?}", resp.text().await);
+        assert_eq!(status, 302, "login failed: {:?}", resp.text().await);
     }
 
     pub async fn get(&self, rel: &str) -> reqwest::Response {
