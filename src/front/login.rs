@@ -214,7 +214,10 @@ async fn post_login(
             base,
             wait,
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts; wait a moment before trying again.",
+            &format!(
+                "Too many attempts; try again in {}.",
+                wait_in_words(retry_after_secs(wait))
+            ),
         );
     }
     let is_form = req

@@ -84,8 +84,22 @@ async function runCell(frame, page, code) {
   await page.keyboard.type(code);
   await page.keyboard.press('Shift+Enter');
   const output = cell.locator('.jp-OutputArea-output').first();
-  await output.waitFor({ timeout: 90000 });
-  return { cell, output };
+  // On a busy machine the kernel chooser can still come after the cell was
+  // sent, and a cell sent to no kernel never runs: answer it, run it again.
+  const deadline = Date.now() + 90000;
+  for (;;) {
+    try {
+      await output.waitFor({ timeout: 5000 });
+      return { cell, output };
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      if ((await frame.locator('.jp-Dialog').count()) > 0) {
+        await settleDialogs(frame);
+        await cell.locator('.cm-content').click();
+        await page.keyboard.press('Shift+Enter');
+      }
+    }
+  }
 }
 
 // Waits for the notebook to finish loading. A kernel chooser (shown when the
