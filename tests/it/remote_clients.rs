@@ -324,9 +324,9 @@ async fn jupyter_servers_gateway_client_starts_and_deletes_a_kernel_here() {
         "the kernel is not on notebookd's Jupyter"
     );
 
-    // Not yet covered: running a cell over the gateway user's kernel
-    // WebSocket, which jupyter_server relays to notebookd; in this session
-    // the relayed WebSocket closed at once and no reply came.
+    // Not covered yet: running a cell over the kernel WebSocket that
+    // jupyter_server relays to notebookd. That relayed WebSocket closes at
+    // once and no reply comes; the cause is still open.
 
     let del = c
         .delete(format!("{local}api/kernels/{id}"))
