@@ -1013,22 +1013,7 @@ pub async fn probe_checked(socket: &Path, path: &str) -> Result<Option<String>, 
 
 async fn probe_on(stream: tokio::net::UnixStream, path: &str) -> Result<Option<String>, String> {
     let attempt = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = http::Request::get(path)
-            .header(http::header::HOST, "localhost")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let (status, body) = get_over(stream, path).await?;
         if status != http::StatusCode::OK {
             return Err(format!("GET {path} answered {status}"));
         }
@@ -1048,25 +1033,40 @@ pub async fn probe_status(socket: &Path, path: &str) -> Result<u16, String> {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
             .map_err(|e| format!("connect {}: {e}", socket.display()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        get_over(stream, path)
             .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = http::Request::get(path)
-            .header(http::header::HOST, "localhost")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        // Read the body so the connection ends cleanly on Jupyter's side.
-        let _ = resp.into_body().collect().await;
-        Ok(status)
+            .map(|(status, _)| status.as_u16())
     };
     // jupyter_server waits up to gateway_request_timeout for the gateway;
     // a health check that long would hold up liveness probes.
     tokio::time::timeout(PROBE_TIMEOUT, attempt)
         .await
         .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
+}
+
+/// One `GET path` on a fresh connection to Jupyter, its body read whole
+/// (so that the connection ends cleanly on Jupyter's side).
+async fn get_over(
+    stream: tokio::net::UnixStream,
+    path: &str,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
 }
 
 #[cfg(test)]
