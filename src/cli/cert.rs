@@ -167,9 +167,7 @@ pub fn self_signed(
 
     let mut builder = X509::builder()?;
     builder.set_version(2)?;
-    let mut serial = BigNum::new()?;
-    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
-    let serial = Asn1Integer::from_bn(&serial)?;
+    let serial = random_serial()?;
     builder.set_serial_number(&serial)?;
     builder.set_subject_name(&name)?;
     builder.set_issuer_name(&name)?;
@@ -365,9 +363,7 @@ fn local_ca(cert_path: &Path) -> Result<(X509, PKey<Private>, bool, PathBuf), Cl
         let name = name.build();
         let mut b = X509::builder()?;
         b.set_version(2)?;
-        let mut serial = BigNum::new()?;
-        serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
-        let serial = Asn1Integer::from_bn(&serial)?;
+        let serial = random_serial()?;
         b.set_serial_number(&serial)?;
         b.set_subject_name(&name)?;
         b.set_issuer_name(&name)?;
@@ -856,6 +852,13 @@ pub fn install(config_path: &Path, args: &CertInstallArgs) -> Result<(), CliErro
         Some(config) => super::daemon::after_change(&config, "the certificate", args.reload),
         None => Ok(()),
     }
+}
+
+/// A random 127-bit serial number, positive as RFC 5280 asks.
+fn random_serial() -> Result<Asn1Integer, ErrorStack> {
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    Asn1Integer::from_bn(&serial)
 }
 
 #[cfg(test)]
