@@ -247,6 +247,8 @@ impl TokenTable {
             k.live.end_now();
             changes.removed.push(k.name);
         }
+        // Sorted, so the log line does not depend on hash order.
+        changes.removed.sort();
         Ok(changes)
     }
 
