@@ -222,23 +222,65 @@ pub async fn detect(command: &str, env: &BTreeMap<String, String>) -> Result<Ins
     Ok(installed)
 }
 
-/// The front-end code notebookd gives Jupyter so that, inside another
-/// site's iframe, notebooks and same-site links open in the frame rather
-/// than in a new browser tab (another cookie partition, where the user would
-/// have to log in again):
-/// - Notebook 7 and JupyterLab 4: a small federated JupyterLab extension in
-///   `DIR/labextensions`, loaded through `LabServerApp.extra_labextensions_path`;
-/// - the classic Notebook 6.x: `custom/custom.js` (`Jupyter._target = '_self'`)
-///   in `DIR/config`, which becomes `JUPYTER_CONFIG_DIR`.
+/// The front-end code notebookd gives Jupyter:
+/// - frame links: inside another site's iframe, notebooks and same-site
+///   links open in the frame rather than in a new browser tab (another cookie
+///   partition, where the user would have to log in again);
+/// - Log Out: a menu entry (a header button in the classic UI) that opens
+///   notebookd's `{base_url}logout`, since Jupyter's own shows only when
+///   Jupyter does the login.
+///
+/// Notebook 7 and JupyterLab 4 get small federated JupyterLab extensions in
+/// `DIR/labextensions`, loaded through `LabServerApp.extra_labextensions_path`;
+/// the classic Notebook 6.x gets `custom/custom.js` in `DIR/config`, which
+/// becomes `JUPYTER_CONFIG_DIR`.
 pub mod frontend {
     pub const LABEXTENSIONS: &str = "labextensions";
     pub const CLASSIC_CONFIG_DIR: &str = "config";
     use crate::jupyter::flavour::Dialect;
 
-    const EXTENSION: &str = "notebookd-frame-links";
-    const FRAME_LINKS_JS: &str = include_str!("frontend/frame-links.js");
-    const FRAME_LINKS_PACKAGE: &str = include_str!("frontend/frame-links.package.json");
+    const FRAME_LINKS: Extension = Extension {
+        name: "notebookd-frame-links",
+        entry: include_str!("frontend/frame-links.js"),
+        package: include_str!("frontend/frame-links.package.json"),
+        schema: None,
+    };
+    const LOG_OUT: Extension = Extension {
+        name: "notebookd-log-out",
+        entry: include_str!("frontend/log-out.js"),
+        package: include_str!("frontend/log-out.package.json"),
+        schema: Some(include_str!("frontend/log-out.schema.json")),
+    };
     const CLASSIC_CUSTOM_JS: &str = include_str!("frontend/custom.js");
+
+    /// A federated JupyterLab extension written by hand (no build step).
+    struct Extension {
+        name: &'static str,
+        entry: &'static str,
+        package: &'static str,
+        /// Its one plugin's settings schema (`schemas/NAME/plugin.json`).
+        schema: Option<&'static str>,
+    }
+
+    impl Extension {
+        fn files(&self) -> Vec<(String, String)> {
+            // Jupyter serves extension files as immutable: a new content needs a new name.
+            let entry = format!("static/remoteEntry.{:016x}.js", fnv1a(self.entry));
+            let package = self.package.replace("static/remoteEntry.js", &entry);
+            let dir = format!("{LABEXTENSIONS}/{}", self.name);
+            let mut files = vec![
+                (format!("{dir}/package.json"), package),
+                (format!("{dir}/{entry}"), self.entry.to_string()),
+            ];
+            if let Some(schema) = self.schema {
+                files.push((
+                    format!("{dir}/schemas/{}/plugin.json", self.name),
+                    schema.to_string(),
+                ));
+            }
+            files
+        }
+    }
 
     /// Files to write, as (path relative to the private Jupyter dir, content).
     pub fn files(dialect: Dialect) -> Vec<(String, String)> {
@@ -247,16 +289,10 @@ pub mod frontend {
                 format!("{CLASSIC_CONFIG_DIR}/custom/custom.js"),
                 CLASSIC_CUSTOM_JS.to_string(),
             )],
-            Dialect::ServerApp1 | Dialect::ServerApp2 => {
-                // Jupyter serves extension files as immutable: a new content needs a new name.
-                let entry = format!("static/remoteEntry.{:016x}.js", fnv1a(FRAME_LINKS_JS));
-                let package = FRAME_LINKS_PACKAGE.replace("static/remoteEntry.js", &entry);
-                let dir = format!("{LABEXTENSIONS}/{EXTENSION}");
-                vec![
-                    (format!("{dir}/package.json"), package),
-                    (format!("{dir}/{entry}"), FRAME_LINKS_JS.to_string()),
-                ]
-            }
+            Dialect::ServerApp1 | Dialect::ServerApp2 => [FRAME_LINKS, LOG_OUT]
+                .iter()
+                .flat_map(Extension::files)
+                .collect(),
         }
     }
 
@@ -482,22 +518,52 @@ mod tests {
     }
 
     #[test]
-    fn frame_links_files() {
+    fn frontend_files() {
         let lab = frontend::files(Dialect::ServerApp2);
-        let package: serde_json::Value = serde_json::from_str(&lab[0].1).unwrap();
-        let load = package["jupyterlab"]["_build"]["load"].as_str().unwrap();
-        assert_eq!(lab[0].0, "labextensions/notebookd-frame-links/package.json");
-        assert_eq!(
-            lab[1].0,
-            format!("labextensions/notebookd-frame-links/{load}")
-        );
+        for (name, entry_marker) in [
+            ("notebookd-frame-links", "window.open"),
+            ("notebookd-log-out", "'logout'"),
+        ] {
+            let dir = format!("labextensions/{name}/");
+            let package = lab
+                .iter()
+                .find(|(p, _)| *p == format!("{dir}package.json"))
+                .unwrap_or_else(|| panic!("no package.json for {name}"));
+            let package: serde_json::Value = serde_json::from_str(&package.1).unwrap();
+            assert_eq!(package["name"], name);
+            let load = package["jupyterlab"]["_build"]["load"].as_str().unwrap();
+            assert!(
+                load.starts_with("static/remoteEntry.") && load.ends_with(".js"),
+                "{load}"
+            );
+            let entry = lab
+                .iter()
+                .find(|(p, _)| *p == format!("{dir}{load}"))
+                .unwrap_or_else(|| {
+                    panic!("{name}: package.json loads {load}, which is not written")
+                });
+            assert!(entry.1.contains(&format!("var NAME = '{name}'")));
+            assert!(entry.1.contains(entry_marker));
+        }
+        // The Log Out entry is declared in the schema, for the command the plugin adds.
+        let schema = lab
+            .iter()
+            .find(|(p, _)| {
+                p == "labextensions/notebookd-log-out/schemas/notebookd-log-out/plugin.json"
+            })
+            .expect("log-out schema");
+        let schema: serde_json::Value = serde_json::from_str(&schema.1).unwrap();
+        let items = &schema["jupyter.lab.menus"]["main"][0]["items"];
         assert!(
-            load.starts_with("static/remoteEntry.") && load.ends_with(".js"),
-            "{load}"
+            items
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["command"] == "notebookd:log-out")
         );
-        assert!(lab[1].1.contains("_JUPYTERLAB[NAME]"));
         let classic = frontend::files(Dialect::NotebookApp);
         assert_eq!(classic[0].0, "config/custom/custom.js");
         assert!(classic[0].1.contains("Jupyter._target = '_self'"));
+        assert!(classic[0].1.contains("base + 'logout'"));
     }
 }

@@ -317,3 +317,78 @@ async fn chromium_embeds_only_in_allowed_sites() {
     }
     assert_no_secrets_in_log(&n, &r["cookies"]);
 }
+
+/// A client that replays a cookie header by hand (no jar, no redirects).
+fn replaying_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&certs().ca_pem()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_logs_out_from_notebook_and_lab_menus() {
+    let Some(tools) = tools() else { return };
+    let n = Notebookd::start();
+    let name = notebookd::auth::session::COOKIE_NAME;
+    let settings = with_settings(base_settings(&n), json!({"cookieName": name}));
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "logout.js", &settings))
+        .await
+        .unwrap();
+    // The cookies the browser held before each Log Out are dead on the
+    // server, not only deleted in the browser.
+    let c = replaying_client();
+    for ui in ["tree", "lab"] {
+        let value = r["cookies"][ui].as_str().expect("cookie value");
+        let status = c
+            .get(n.url("api/contents"))
+            .header("Cookie", format!("{name}={value}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{ui}: the old session cookie still works");
+    }
+    let log = n.log_text();
+    assert_eq!(log.matches("logout").count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_keeps_an_edit_across_an_expired_session() {
+    let Some(tools) = tools() else { return };
+    let lifetime = 45;
+    let n = Notebookd::start_with(Options {
+        settings: vec![("auth", format!("session_lifetime = \"{lifetime}s\""))],
+        ..Options::default()
+    });
+    let notebook = json!({
+        "cells": [{"cell_type": "code", "execution_count": null, "id": "c0",
+                   "metadata": {}, "outputs": [], "source": ""}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5
+    });
+    let path = n.root_dir().join("keep.ipynb");
+    std::fs::write(&path, notebook.to_string()).unwrap();
+    let marker = format!("kept-{}", support::free_port());
+    let settings = with_settings(
+        base_settings(&n),
+        json!({"notebook": "keep.ipynb", "marker": marker, "lifetimeSecs": lifetime, "timeoutMs": 300000}),
+    );
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "expired.js", &settings))
+        .await
+        .unwrap();
+    let failed = r["failed"].as_str().unwrap();
+    assert!(failed.contains("Not logged in"), "{failed}");
+    eprintln!(
+        "the tab saw its session end {}s after logging in",
+        r["endedAfterSecs"]
+    );
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        on_disk.contains(&marker),
+        "the edit is not on disk: {on_disk}"
+    );
+}
