@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -505,6 +505,14 @@ pub fn logout(
     let mut resp = html(
         StatusCode::OK,
         pages::login(base, base, Some("You have logged out.")),
+    );
+    // Jupyter's API answers carry Last-Modified and no Cache-Control, so
+    // the browser may keep them and show them after logout (a shared
+    // computer). Only the cache: "cookies" would reach other sites of the
+    // same registrable domain.
+    resp.headers_mut().insert(
+        HeaderName::from_static("clear-site-data"),
+        HeaderValue::from_static("\"cache\""),
     );
     resp.headers_mut().append(
         header::SET_COOKIE,

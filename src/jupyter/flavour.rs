@@ -282,18 +282,50 @@ pub mod frontend {
         }
     }
 
+    /// JupyterLab's "get notified about official Jupyter news?" popup
+    /// (shown whatever `LabApp.news_url` says).
+    const NEWS_PLUGIN: &str = "@jupyterlab/apputils-extension:announcements";
+
+    /// Whether Jupyter's arguments ask for JupyterLab's news feed.
+    pub fn wants_news(args: &[String]) -> bool {
+        args.iter().any(|a| a.starts_with("--LabApp.news_url"))
+    }
+
     /// Files to write, as (path relative to the private Jupyter dir, content).
-    pub fn files(dialect: Dialect) -> Vec<(String, String)> {
+    /// `news`: keep JupyterLab's news popup (else an extension turns it off,
+    /// through the `disabledExtensions` of its package.json).
+    pub fn files(dialect: Dialect, news: bool) -> Vec<(String, String)> {
         match dialect {
             Dialect::NotebookApp => vec![(
                 format!("{CLASSIC_CONFIG_DIR}/custom/custom.js"),
                 CLASSIC_CUSTOM_JS.to_string(),
             )],
-            Dialect::ServerApp1 | Dialect::ServerApp2 => [FRAME_LINKS, LOG_OUT]
-                .iter()
-                .flat_map(Extension::files)
-                .collect(),
+            Dialect::ServerApp1 | Dialect::ServerApp2 => {
+                let mut files: Vec<(String, String)> = [FRAME_LINKS, LOG_OUT]
+                    .iter()
+                    .flat_map(Extension::files)
+                    .collect();
+                if !news {
+                    let package = format!("{LABEXTENSIONS}/{}/package.json", LOG_OUT.name);
+                    if let Some((_, text)) = files.iter_mut().find(|(p, _)| *p == package) {
+                        *text = with_disabled(text, NEWS_PLUGIN);
+                    }
+                }
+                files
+            }
         }
+    }
+
+    /// `package` (an extension's package.json) also disabling `plugin`.
+    fn with_disabled(package: &str, plugin: &str) -> String {
+        let mut value: serde_json::Value = match serde_json::from_str(package) {
+            Ok(v) => v,
+            Err(_) => return package.to_string(),
+        };
+        if let Some(lab) = value.get_mut("jupyterlab").and_then(|v| v.as_object_mut()) {
+            lab.insert("disabledExtensions".into(), serde_json::json!([plugin]));
+        }
+        serde_json::to_string_pretty(&value).unwrap_or_else(|_| package.to_string())
     }
 
     fn fnv1a(text: &str) -> u64 {
@@ -386,7 +418,8 @@ pub fn render(cfg: &JupyterConfig) -> String {
         // JupyterLab greets every new user with a "get notified about
         // official Jupyter news?" popup and then fetches a feed from the
         // internet. An admin who wants it back passes
-        // `--LabApp.news_url=URL` in jupyter.args (arguments win over this file).
+        // `--LabApp.news_url=URL` in jupyter.args (arguments win over this
+        // file, and then [`frontend::files`] leaves the popup's plugin on).
         set("LabApp.news_url", "None".into());
     }
     if cfg.gateway {
@@ -519,7 +552,7 @@ mod tests {
 
     #[test]
     fn frontend_files() {
-        let lab = frontend::files(Dialect::ServerApp2);
+        let lab = frontend::files(Dialect::ServerApp2, false);
         for (name, entry_marker) in [
             ("notebookd-frame-links", "window.open"),
             ("notebookd-log-out", "'logout'"),
@@ -561,7 +594,23 @@ mod tests {
                 .iter()
                 .any(|i| i["command"] == "notebookd:log-out")
         );
-        let classic = frontend::files(Dialect::NotebookApp);
+        // The news popup is off unless Jupyter's arguments ask for the feed.
+        let disabled = |files: &[(String, String)]| {
+            let (_, text) = files
+                .iter()
+                .find(|(p, _)| p == "labextensions/notebookd-log-out/package.json")
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            v["jupyterlab"]["disabledExtensions"].clone()
+        };
+        assert_eq!(
+            disabled(&lab),
+            serde_json::json!(["@jupyterlab/apputils-extension:announcements"])
+        );
+        let args = ["--LabApp.news_url=https://example.org/feed.xml".to_string()];
+        assert!(frontend::wants_news(&args));
+        assert!(disabled(&frontend::files(Dialect::ServerApp2, true)).is_null());
+        let classic = frontend::files(Dialect::NotebookApp, false);
         assert_eq!(classic[0].0, "config/custom/custom.js");
         assert!(classic[0].1.contains("Jupyter._target = '_self'"));
         assert!(classic[0].1.contains("base + 'logout'"));

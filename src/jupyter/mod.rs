@@ -431,7 +431,10 @@ impl Task {
                 .get("JUPYTER_GATEWAY_AUTH_TOKEN")
                 .map(|token| gateway::TokenDigest::of(token));
         }
-        let mut files = flavour::frontend::files(resolved.dialect);
+        let mut files = flavour::frontend::files(
+            resolved.dialect,
+            flavour::frontend::wants_news(&self.plan.args),
+        );
         if self.plan.gateway.is_some() {
             files.extend(gateway::files());
         }

@@ -330,6 +330,7 @@ fn replaying_client() -> reqwest::Client {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+/// Also: the icons a browser asks for before login, and no news popup in Lab.
 async fn chromium_logs_out_from_notebook_and_lab_menus() {
     let Some(tools) = tools() else { return };
     let n = Notebookd::start();
@@ -352,6 +353,7 @@ async fn chromium_logs_out_from_notebook_and_lab_menus() {
             .status();
         assert_eq!(status, 401, "{ui}: the old session cookie still works");
     }
+    assert_eq!(r["icon"]["/favicon.ico"], "image/svg+xml", "{r}");
     let log = n.log_text();
     assert_eq!(log.matches("logout").count(), 2, "{log}");
 }

@@ -90,6 +90,8 @@ async fn login_with_right_and_wrong_password() {
             .unwrap()
             .contains("Max-Age=0")
     );
+    // Jupyter's API answers are cacheable; what the browser kept goes too.
+    assert_eq!(out.headers()["clear-site-data"], "\"cache\"");
     assert_eq!(b.get("api/contents").await.status(), 401);
 }
 
