@@ -56,7 +56,8 @@ async fn the_tutorials_stack_imports() {
 }
 
 /// JupyterLab does not ask every new user about Jupyter news (nor fetch
-/// the feed): its page config says the news are disabled.
+/// the feed): its page config says the news are disabled and the plugin
+/// that asks is off. (Chromium checks the popup itself, in browser.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterlab_news_are_off() {
     let n = Notebookd::start_with(Options {
@@ -71,5 +72,16 @@ async fn jupyterlab_news_are_off() {
     assert!(
         compact.contains("\"news\":{\"disabled\":true}"),
         "no disabled news in the page config:\n{html}"
+    );
+    let config = html
+        .split_once("id=\"jupyter-config-data\"")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(json, _)| serde_json::from_str::<serde_json::Value>(json).unwrap())
+        .expect("the page config");
+    let disabled = config["disabledExtensions"].as_array().unwrap();
+    assert!(
+        disabled.contains(&"@jupyterlab/apputils-extension:announcements".into()),
+        "the news plugin is not disabled: {disabled:?}"
     );
 }
