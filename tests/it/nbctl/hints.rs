@@ -112,6 +112,47 @@ async fn changes_that_restart_jupyter_need_consent() {
     );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
 
+    // On a terminal it asks instead; anything but yes changes nothing.
+    let c = config.clone();
+    let asked = tokio::task::spawn_blocking(move || {
+        super::nbctl_asked(
+            &c,
+            &["config", "set", "jupyter.startup_timeout", "100s"],
+            &[("Restart Jupyter now? [y/N]", "")],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(asked.code, 1, "{}", asked.screen);
+    assert!(
+        asked.screen.contains("ends every running kernel")
+            && asked
+                .screen
+                .contains("not restarting Jupyter; nothing changed"),
+        "{}",
+        asked.screen
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    let c = config.clone();
+    let yes = tokio::task::spawn_blocking(move || {
+        super::nbctl_asked(
+            &c,
+            &["config", "set", "jupyter.startup_timeout", "100s"],
+            &[("Restart Jupyter now? [y/N]", "y")],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(yes.code, 0, "{}", yes.screen);
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("startup_timeout = \"100s\""),
+        "{}",
+        yes.screen
+    );
+    let before = std::fs::read_to_string(&config).unwrap();
+
     let dir = missing.display().to_string();
     let r = run.clone();
     let a = args(&[

@@ -161,8 +161,19 @@ pub struct PtyRun {
 
 /// Runs nbctl on a new pseudo-terminal (its controlling terminal), answers
 /// each prompt once it appears and the terminal no longer echoes, and
-/// collects what was shown.
+/// collects what was shown (stderr apart).
 pub fn nbctl_on_pty(config: &Path, args: &[&str], answers: &[(&str, &str)]) -> PtyRun {
+    on_pty(config, args, answers, true)
+}
+
+/// Like [`nbctl_on_pty`] for a question, not a password: stderr is the
+/// terminal too (in `screen`), and the answer goes in once the question
+/// shows, echo on.
+pub fn nbctl_asked(config: &Path, args: &[&str], answers: &[(&str, &str)]) -> PtyRun {
+    on_pty(config, args, answers, false)
+}
+
+fn on_pty(config: &Path, args: &[&str], answers: &[(&str, &str)], secret: bool) -> PtyRun {
     use nix::sys::termios::{LocalFlags, tcgetattr};
     let pty = nix::pty::openpty(None, None).unwrap();
     let master = std::fs::File::from(pty.master);
@@ -173,8 +184,12 @@ pub fn nbctl_on_pty(config: &Path, args: &[&str], answers: &[(&str, &str)]) -> P
         .args(args)
         .env_remove("NOTEBOOK_CONFIG")
         .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::piped());
+        .stdout(Stdio::from(slave.try_clone().unwrap()));
+    if secret {
+        cmd.stderr(Stdio::piped());
+    } else {
+        cmd.stderr(Stdio::from(slave.try_clone().unwrap()));
+    }
     #[allow(unsafe_code)]
     // SAFETY: between fork and exec only async-signal-safe calls: setsid
     // and the ioctl that makes the pty the controlling terminal.
@@ -215,7 +230,7 @@ pub fn nbctl_on_pty(config: &Path, args: &[&str], answers: &[(&str, &str)]) -> P
             let echo = tcgetattr(&master)
                 .map(|t| t.local_flags.contains(LocalFlags::ECHO))
                 .unwrap_or(true);
-            if shown && !echo {
+            if shown && !(secret && echo) {
                 break;
             }
             assert!(
@@ -228,12 +243,9 @@ pub fn nbctl_on_pty(config: &Path, args: &[&str], answers: &[(&str, &str)]) -> P
         writer.write_all(format!("{answer}\n").as_bytes()).unwrap();
     }
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).unwrap();
+    }
     let status = child.wait().unwrap();
     drop(writer);
     drop(master);
