@@ -239,3 +239,69 @@ async fn dev_run_keeps_its_config_and_refuses_a_second_instance() {
     assert_ne!(old.status(), 302, "the old password must be gone");
     fourth.stop();
 }
+
+/// On a fresh cloud VM, unattended-upgrades holds dpkg's lock for minutes:
+/// `./dev`'s installer says it is waiting, waits `APT_LOCK_TIMEOUT`, and
+/// only then fails, with the hint. (Its `ensure_apt`, run on its own, for a
+/// package that does not exist, while this test holds apt's and dpkg's locks.)
+#[test]
+fn apt_waits_for_the_dpkg_lock_then_says_what_to_do() {
+    if !nix::unistd::geteuid().is_root() {
+        crate::support::missing_tool(
+            "root (to hold dpkg's lock)",
+            "run the tests as root, as ./dev test does",
+        );
+        return;
+    }
+    let script = std::fs::read_to_string(repo_root().join("dev")).expect("read dev");
+    let start = script.find("\nensure_apt() {").expect("ensure_apt in dev");
+    let end = start + script[start..].find("\n}\n").expect("end of ensure_apt") + 3;
+    let cache = tempfile::tempdir().expect("tempdir");
+    // The same fcntl locks apt and dpkg take.
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, sys\n\
+             fs = [open(p, 'a') for p in ('/var/lib/dpkg/lock-frontend', '/var/lib/dpkg/lock', '/var/lib/apt/lists/lock')]\n\
+             [fcntl.lockf(f, fcntl.LOCK_EX) for f in fs]\n\
+             print('held', flush=True)\n\
+             sys.stdin.read()\n",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let started = Instant::now();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail\nsay() {{ printf '==> %s\\n' \"$*\" >&2; }}\n\
+             die() {{ printf 'error: %s\\n' \"$*\" >&2; exit 1; }}\n\
+             CACHE={}\n{}\nensure_apt notebookd-test-no-such-package",
+            cache.path().display(),
+            &script[start..end]
+        ))
+        .env("APT_LOCK_TIMEOUT", "3")
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    let waited = started.elapsed();
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("holds the lock: waiting up to 3s"), "{err}");
+    assert!(
+        err.contains("APT_LOCK_TIMEOUT") && err.contains("unattended-upgrades"),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_secs(3),
+        "gave up after {waited:?}: {err}"
+    );
+}
