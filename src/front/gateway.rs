@@ -8,12 +8,16 @@
 //! or, for a browser's page request, an error page, that say what is wrong
 //! and where to look. Other answers pass through untouched.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
+use super::proxy::ProxiedBody;
 use super::{Body, html, json, pages};
+use crate::auth::sessions::Ending;
 
 /// Jupyter's gateway error answers are a line of JSON; anything bigger is not one.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -42,7 +46,12 @@ pub fn is_gateway_api(rel: &str) -> bool {
 
 /// Looks at an error answer of Jupyter's to a kernel API request and, if it
 /// is about the gateway, replaces it.
-pub async fn clarify(base_url: &str, wants_html: bool, resp: Response<Incoming>) -> Response<Body> {
+pub async fn clarify(
+    base_url: &str,
+    wants_html: bool,
+    resp: Response<Incoming>,
+    ending: Arc<Ending>,
+) -> Response<Body> {
     let status = resp.status();
     let is_json = resp
         .headers()
@@ -50,7 +59,7 @@ pub async fn clarify(base_url: &str, wants_html: bool, resp: Response<Incoming>)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !(status.is_client_error() || status.is_server_error()) || !is_json {
-        return resp.map(Either::Left);
+        return resp.map(|b| Either::Left(ProxiedBody::new(b, Some(ending))));
     }
     let (parts, body) = resp.into_parts();
     let bytes = match Limited::new(body, MAX_ERROR_BODY).collect().await {

@@ -39,7 +39,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -54,7 +53,7 @@ use headers::HeaderPolicy;
 use proxy::{Upstream, UpstreamConn};
 
 /// The body of every response: streamed from Jupyter, or made here.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<proxy::ProxiedBody, Full<Bytes>>;
 
 /// Everything that a reload may change, as one snapshot.
 pub struct Settings {

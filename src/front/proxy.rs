@@ -378,6 +378,51 @@ impl Upstream {
     }
 }
 
+/// Jupyter's response body on its way to the client, cut when the session
+/// that asked for it ends: a download in progress stops with a logout or a
+/// revocation (checked at each frame, so within one frame of Jupyter's).
+pub struct ProxiedBody {
+    inner: Incoming,
+    ending: Option<Arc<Ending>>,
+}
+
+impl ProxiedBody {
+    pub fn new(inner: Incoming, ending: Option<Arc<Ending>>) -> ProxiedBody {
+        ProxiedBody { inner, ending }
+    }
+}
+
+/// Why a response body stopped short.
+#[derive(Debug, thiserror::Error)]
+#[error("the session ended while the response was being sent")]
+pub struct SessionEnded;
+
+impl hyper::body::Body for ProxiedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.ending.as_ref().is_some_and(|e| e.is_ended()) {
+            // An error, not an end: the client must not take a cut file for a whole one.
+            return Poll::Ready(Some(Err(Box::new(SessionEnded))));
+        }
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as Self::Error)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -10,7 +10,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::client::ClientInfo;
-use super::proxy::{ProxyError, UpstreamConn};
+use super::proxy::{ProxiedBody, ProxyError, UpstreamConn};
 use super::target::{check_host, check_path, head_size, origin_matches};
 use super::{
     App, Body, ClientConn, Settings, cors, html, json, login, pages, redirect, respond, token,
@@ -182,9 +182,9 @@ async fn route(
     match forwarded {
         Ok(resp) => {
             let mut resp = if gateway_api {
-                super::gateway::clarify(base, wants_html, resp).await
+                super::gateway::clarify(base, wants_html, resp, ending).await
             } else {
-                resp.map(Either::Left)
+                resp.map(|b| Either::Left(ProxiedBody::new(b, Some(ending))))
             };
             if let Some(origin) = cors_origin {
                 cors::allow(resp.headers_mut(), origin);

@@ -142,6 +142,47 @@ async fn logout_closes_the_sessions_websockets() {
     assert_eq!(other.get(&format!("api/kernels/{kid}")).await.status(), 200);
 }
 
+/// A download in progress stops when its session ends: the client gets an
+/// error, not a short file it could take for a whole one.
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_cuts_a_download_in_progress() {
+    let n = Notebookd::start();
+    let b = n.logged_in().await;
+    let size: usize = 256 << 20;
+    let file = std::fs::File::create(n.root_dir().join("big.bin")).unwrap();
+    file.set_len(size as u64).unwrap();
+    // Jupyter serves /files/ to a GET with its own Referer.
+    let mut download = b
+        .client
+        .get(n.url("files/big.bin"))
+        .header("Referer", n.url("tree"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let mut got = 0;
+    while got < (1 << 20) {
+        got += download.chunk().await.unwrap().expect("more of the file").len();
+    }
+    assert_eq!(b.get("logout").await.status(), 200);
+    let mut ended = Ok(());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        match download.chunk().await {
+            Ok(Some(c)) => got += c.len(),
+            Ok(None) => break,
+            Err(e) => {
+                ended = Err(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        ended.is_err() && got < size,
+        "the download went on after logout: {got} of {size} bytes, {ended:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_password_closes_every_websocket() {
     let n = Notebookd::start();
