@@ -8,50 +8,28 @@
 //! `https://evil.test:Q` (not allowed), all mapped to 127.0.0.1 by
 //! Chromium's resolver rules, so they are three different sites.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::node::{self, Node};
 use crate::support::{self, Notebookd, Options, PASSWORD, certs, missing_tool};
 
 /// What a scenario needs; `None` (after a loud skip) when something is missing outside CI.
-struct Tools {
-    node: PathBuf,
-    node_modules: PathBuf,
-}
-
-fn tools() -> Option<Tools> {
-    let hint = "run ./dev test, whose tests/setup/browser.sh installs chromium, libnss3-tools and playwright-core";
+fn tools() -> Option<Node> {
     for (what, path) in [
         ("Debian's chromium (/usr/bin/chromium)", "/usr/bin/chromium"),
         ("certutil (libnss3-tools)", "/usr/bin/certutil"),
     ] {
         if !Path::new(path).exists() {
-            missing_tool(what, hint);
+            missing_tool(what, node::HINT);
             return None;
         }
     }
-    let Some(node) = notebookd::jupyter::flavour::find_program("node", None) else {
-        missing_tool("node", hint);
-        return None;
-    };
-    let cache = std::env::var("NOTEBOOKD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| support::repo_root().join(".cache"));
-    let node_modules = cache.join("browser-node/node_modules");
-    if !node_modules.join("playwright-core/package.json").exists() {
-        missing_tool(
-            &format!("playwright-core in {}", node_modules.display()),
-            hint,
-        );
-        return None;
-    }
-    Some(Tools { node, node_modules })
+    Node::with(&["playwright-core"])
 }
 
 /// Where screenshots go: `target/browser-artifacts/`.
@@ -69,59 +47,11 @@ fn artifacts() -> PathBuf {
 }
 
 /// Runs `tests/browser/SCRIPT` with `settings`; returns its RESULT or panics with its output.
-fn run_scenario(tools: &Tools, script: &str, settings: &Value) -> Value {
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(&tools.node)
-        .arg(support::repo_root().join("tests/browser").join(script))
-        .arg(settings.to_string())
-        .env("NODE_PATH", &tools.node_modules)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("start node");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+fn run_scenario(tools: &Node, script: &str, settings: &Value) -> Value {
     // The scenario has its own watchdog; this one also catches a stuck browser.
-    let deadline = Instant::now() + Duration::from_secs(330);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = out_reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
-    let result = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .map(|r| serde_json::from_str::<Value>(r).expect("RESULT is JSON"));
-    match (status, result) {
-        (Some(s), Some(r)) if s.success() => r,
-        (status, _) => panic!(
-            "browser scenario {script} failed ({}):\n--- stderr\n{err}\n--- stdout\n{out}",
-            status.map_or("timed out".into(), |s| s.to_string())
-        ),
-    }
+    tools
+        .run(script, settings, &[], Duration::from_secs(330))
+        .unwrap_or_else(|e| panic!("browser scenario {e}"))
 }
 
 /// The embedding site: one HTTPS server answering for site.test and
