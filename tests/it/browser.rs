@@ -247,3 +247,59 @@ async fn chromium_embeds_only_in_allowed_sites() {
     }
     assert_no_secrets_in_log(&n, &r["cookies"]);
 }
+
+/// `nbctl token create NAME` on `n`'s config; the token, once the daemon has read it.
+async fn create_token(n: &Notebookd, name: &str) -> String {
+    let out = tokio::task::spawn_blocking({
+        let config = n.config_path();
+        let name = name.to_string();
+        move || crate::nbctl::nbctl(&config, &["token", "create", &name])
+    })
+    .await
+    .unwrap();
+    out.expect(0, &[]);
+    n.wait_log(
+        &format!("API token added token={name}"),
+        Duration::from_secs(10),
+    );
+    out.stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_lab_token_url_logs_in_and_drops_the_token() {
+    let Some(tools) = tools() else { return };
+    let n = Notebookd::start();
+    std::fs::write(n.root_dir().join("here.txt"), "x").unwrap();
+    let token = create_token(&n, "desktop").await;
+    let settings = with_settings(base_settings(&n), json!({"token": token}));
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "lab-token.js", &settings))
+        .await
+        .unwrap();
+    let landed = r["landed"].as_str().unwrap();
+    assert_eq!(
+        landed,
+        format!("https://notebook.test:{}/lab", n.port),
+        "{r}"
+    );
+    assert!(!landed.contains("token="), "{r}");
+    assert!(
+        r["firstRequest"].as_str().unwrap().contains("token="),
+        "the scenario did not start from the token URL: {r}"
+    );
+    assert_eq!(r["laterRequestsWithToken"], json!([]), "{r}");
+    assert_eq!(r["apiStatus"], 200, "{r}");
+    assert!(
+        r["names"].as_array().unwrap().contains(&json!("here.txt")),
+        "{r}"
+    );
+    let cookies = r["cookies"].as_array().unwrap();
+    assert!(
+        cookies.iter().any(|c| c["name"] == "notebookd-session"),
+        "{r}"
+    );
+    assert!(
+        !n.log_text().contains(&token),
+        "the token is in notebookd's log"
+    );
+    assert_no_secrets_in_log(&n, &r["cookies"]);
+}
