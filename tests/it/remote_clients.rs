@@ -286,7 +286,7 @@ impl Drop for GatewayUser {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn jupyter_servers_gateway_client_starts_and_deletes_a_kernel_here() {
+async fn jupyter_servers_gateway_client_runs_a_cell_here() {
     let n = Notebookd::start();
     let out = tokio::task::spawn_blocking({
         let config = n.config_path();
@@ -395,9 +395,41 @@ async fn jupyter_servers_gateway_client_starts_and_deletes_a_kernel_here() {
         "the kernel is not on notebookd's Jupyter"
     );
 
-    // Not covered yet: running a cell over the kernel WebSocket that
-    // jupyter_server relays to notebookd. That relayed WebSocket closes at
-    // once and no reply comes; the cause is still open.
+    // A cell over the second server's kernel WebSocket, which its
+    // GatewayClient relays to notebookd's. That server speaks only the
+    // legacy framing to its clients (GatewayWebSocketConnection's
+    // kernel_ws_protocol is ""): a browser offering v1 accepts the answer
+    // without a subprotocol, so the client here offers none. A client that
+    // refuses the first answer and connects again leaves jupyter_server's
+    // relay of the first attempt open to notebookd with the same session_id
+    // (tornado cannot cancel a pending websocket_connect); Jupyter then sees
+    // two connections of one session, logs "Replacing stale connection",
+    // and the shell messages of one of them are lost. That is
+    // jupyter_server's, and the same against a gateway without notebookd.
+    let run = kernel::execute_legacy(
+        &format!(
+            "ws://127.0.0.1:{}/api/kernels/{id}/channels?session_id=gateway-user&token=local-secret",
+            user.port
+        ),
+        "",
+        "",
+        "print(6*7)",
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "print(6*7) through the gateway user's server: {e}; its log:\n{}\nnotebookd's:\n{}",
+            log(),
+            n.log_text()
+        )
+    });
+    assert_eq!(run.stdout, "42\n");
+    assert_eq!(run.status, "ok");
+    assert!(
+        !n.log_text().contains("Replacing stale connection"),
+        "the relayed kernel WebSocket reached notebookd more than once:\n{}",
+        n.log_text()
+    );
 
     let del = c
         .delete(format!("{local}api/kernels/{id}"))
