@@ -79,8 +79,7 @@ async function runCell(frame, page, code) {
   const cells = frame.locator('.jp-Notebook .jp-Cell.jp-CodeCell');
   const before = await cells.count();
   const cell = cells.nth(before - 1);
-  await settleDialogs(frame);
-  await cell.locator('.cm-content').click();
+  await focusCell(frame, cell);
   await page.keyboard.type(code);
   await page.keyboard.press('Shift+Enter');
   const output = cell.locator('.jp-OutputArea-output').first();
@@ -94,10 +93,25 @@ async function runCell(frame, page, code) {
     } catch (e) {
       if (Date.now() > deadline) throw e;
       if ((await frame.locator('.jp-Dialog').count()) > 0) {
-        await settleDialogs(frame);
-        await cell.locator('.cm-content').click();
+        await focusCell(frame, cell);
         await page.keyboard.press('Shift+Enter');
       }
+    }
+  }
+}
+
+// Clicks into `cell`'s editor. The kernel chooser can also open between
+// settling the dialogs and the click, and then covers the cell: settle
+// again and retry instead of waiting out the click's whole timeout.
+async function focusCell(frame, cell) {
+  const deadline = Date.now() + 90000;
+  for (;;) {
+    await settleDialogs(frame);
+    try {
+      await cell.locator('.cm-content').click({ timeout: 5000 });
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
     }
   }
 }

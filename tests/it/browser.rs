@@ -8,50 +8,28 @@
 //! `https://evil.test:Q` (not allowed), all mapped to 127.0.0.1 by
 //! Chromium's resolver rules, so they are three different sites.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::node::{self, Node};
 use crate::support::{self, Notebookd, Options, PASSWORD, certs, missing_tool};
 
 /// What a scenario needs; `None` (after a loud skip) when something is missing outside CI.
-struct Tools {
-    node: PathBuf,
-    node_modules: PathBuf,
-}
-
-fn tools() -> Option<Tools> {
-    let hint = "run ./dev test, whose tests/setup/browser.sh installs chromium, libnss3-tools and playwright-core";
+fn tools() -> Option<Node> {
     for (what, path) in [
         ("Debian's chromium (/usr/bin/chromium)", "/usr/bin/chromium"),
         ("certutil (libnss3-tools)", "/usr/bin/certutil"),
     ] {
         if !Path::new(path).exists() {
-            missing_tool(what, hint);
+            missing_tool(what, node::HINT);
             return None;
         }
     }
-    let Some(node) = notebookd::jupyter::flavour::find_program("node", None) else {
-        missing_tool("node", hint);
-        return None;
-    };
-    let cache = std::env::var("NOTEBOOKD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| support::repo_root().join(".cache"));
-    let node_modules = cache.join("browser-node/node_modules");
-    if !node_modules.join("playwright-core/package.json").exists() {
-        missing_tool(
-            &format!("playwright-core in {}", node_modules.display()),
-            hint,
-        );
-        return None;
-    }
-    Some(Tools { node, node_modules })
+    Node::with(&["playwright-core"])
 }
 
 /// Where screenshots go: `target/browser-artifacts/`.
@@ -69,93 +47,41 @@ fn artifacts() -> PathBuf {
 }
 
 /// Runs `tests/browser/SCRIPT` with `settings`; returns its RESULT or panics with its output.
-fn run_scenario(tools: &Tools, script: &str, settings: &Value) -> Value {
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(&tools.node)
-        .arg(support::repo_root().join("tests/browser").join(script))
-        .arg(settings.to_string())
-        .env("NODE_PATH", &tools.node_modules)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("start node");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+fn run_scenario(tools: &Node, script: &str, settings: &Value) -> Value {
     // The scenario has its own watchdog; this one also catches a stuck browser.
-    let deadline = Instant::now() + Duration::from_secs(330);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = out_reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
-    let result = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .map(|r| serde_json::from_str::<Value>(r).expect("RESULT is JSON"));
-    match (status, result) {
-        (Some(s), Some(r)) if s.success() => r,
-        (status, _) => panic!(
-            "browser scenario {script} failed ({}):\n--- stderr\n{err}\n--- stdout\n{out}",
-            status.map_or("timed out".into(), |s| s.to_string())
-        ),
-    }
+    tools
+        .run(script, settings, &[], Duration::from_secs(330))
+        .unwrap_or_else(|e| panic!("browser scenario {e}"))
 }
 
-/// The embedding site: one HTTPS server answering for site.test and
-/// evil.test alike with a page that frames notebookd.
-struct EmbeddingSite {
+/// A second HTTPS origin of the test's own, stopped when dropped: one
+/// server answering for site.test and evil.test alike.
+struct Site {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for EmbeddingSite {
+impl Drop for Site {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-async fn embedding_site(port: u16, notebook_origin: String) -> EmbeddingSite {
+/// Serves `routes` (path, content type, body) on `port`; anything else is a 404.
+async fn https_site(port: u16, routes: Vec<(&'static str, &'static str, Vec<u8>)>) -> Site {
     let c = certs();
     let config = notebookd::front::tls::server_config(&c.cert(), &c.key()).expect("tls config");
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .expect("bind the embedding site");
-    let page = Arc::new(format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>An embedding site</title>\
-         <style>body{{font-family:sans-serif;margin:12px;background:#eef3f8}}iframe{{border:2px solid #47a;background:#fff}}</style></head>\
-         <body><h1>A site that embeds the notebook</h1>\
-         <iframe id=\"nb\" src=\"{notebook_origin}/\" width=\"1200\" height=\"760\"></iframe></body></html>\n"
-    ));
+        .expect("bind the test's site");
+    let routes = Arc::new(routes);
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             let acceptor = acceptor.clone();
-            let page = page.clone();
+            let routes = routes.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(stream).await else {
                     return;
@@ -168,22 +94,59 @@ async fn embedding_site(port: u16, notebook_origin: String) -> EmbeddingSite {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let found = head.starts_with(b"GET /embed ");
-                let (status, body) = if found {
-                    ("200 OK", page.as_str())
-                } else {
-                    ("404 Not Found", "not found\n")
+                let found = routes
+                    .iter()
+                    .find(|(path, _, _)| head.starts_with(format!("GET {path} ").as_bytes()));
+                let (status, content_type, body): (_, _, &[u8]) = match found {
+                    Some((_, content_type, body)) => ("200 OK", *content_type, body),
+                    None => ("404 Not Found", "text/plain", b"not found\n"),
                 };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
-                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(body).await;
                 let _ = tls.shutdown().await;
             });
         }
     });
-    EmbeddingSite { task }
+    Site { task }
+}
+
+/// The embedding site: a page at `/embed` that frames notebookd.
+async fn embedding_site(port: u16, notebook_origin: String) -> Site {
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>An embedding site</title>\
+         <style>body{{font-family:sans-serif;margin:12px;background:#eef3f8}}iframe{{border:2px solid #47a;background:#fff}}</style></head>\
+         <body><h1>A site that embeds the notebook</h1>\
+         <iframe id=\"nb\" src=\"{notebook_origin}/\" width=\"1200\" height=\"760\"></iframe></body></html>\n"
+    );
+    https_site(port, vec![("/embed", "text/html", page.into_bytes())]).await
+}
+
+/// A thebe-like site: a page at `/cors` that loads `@jupyterlab/services`
+/// (the bundle tests/setup/browser.sh makes) from the site itself.
+async fn api_site(port: u16, bundle: &Path) -> Site {
+    let module = std::fs::read(bundle).unwrap_or_else(|e| {
+        panic!(
+            "read {}: {e} ({})",
+            bundle.display(),
+            crate::support::node::HINT
+        )
+    });
+    let page = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>A site using the notebook's API</title></head>\
+         <body><h1>A site that runs code on the notebook server</h1><pre id=\"out\">loading</pre>\
+         <script type=\"module\">import * as services from '/jupyterlab-services.mjs';\
+         window.services = services; document.getElementById('out').textContent = 'ready';</script></body></html>\n";
+    https_site(
+        port,
+        vec![
+            ("/cors", "text/html", page.as_bytes().to_vec()),
+            ("/jupyterlab-services.mjs", "text/javascript", module),
+        ],
+    )
+    .await
 }
 
 fn base_settings(n: &Notebookd) -> Value {
@@ -392,5 +355,139 @@ async fn chromium_keeps_an_edit_across_an_expired_session() {
     assert!(
         on_disk.contains(&marker),
         "the edit is not on disk: {on_disk}"
+    );
+}
+
+/// `nbctl token create NAME` on `n`'s config; the token, once the daemon has read it.
+async fn create_token(n: &Notebookd, name: &str) -> String {
+    let out = tokio::task::spawn_blocking({
+        let config = n.config_path();
+        let name = name.to_string();
+        move || crate::nbctl::nbctl(&config, &["token", "create", &name])
+    })
+    .await
+    .unwrap();
+    out.expect(0, &[]);
+    n.wait_log(
+        &format!("API token added token={name}"),
+        Duration::from_secs(10),
+    );
+    out.stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_lab_token_url_logs_in_and_drops_the_token() {
+    let Some(tools) = tools() else { return };
+    let n = Notebookd::start();
+    std::fs::write(n.root_dir().join("here.txt"), "x").unwrap();
+    let token = create_token(&n, "desktop").await;
+    let settings = with_settings(base_settings(&n), json!({"token": token}));
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "lab-token.js", &settings))
+        .await
+        .unwrap();
+    let landed = r["landed"].as_str().unwrap();
+    assert_eq!(
+        landed,
+        format!("https://notebook.test:{}/lab", n.port),
+        "{r}"
+    );
+    assert!(!landed.contains("token="), "{r}");
+    assert!(
+        r["firstRequest"].as_str().unwrap().contains("token="),
+        "the scenario did not start from the token URL: {r}"
+    );
+    assert_eq!(r["laterRequestsWithToken"], json!([]), "{r}");
+    assert_eq!(r["apiStatus"], 200, "{r}");
+    assert!(
+        r["names"].as_array().unwrap().contains(&json!("here.txt")),
+        "{r}"
+    );
+    let cookies = r["cookies"].as_array().unwrap();
+    assert!(
+        cookies.iter().any(|c| c["name"] == "notebookd-session"),
+        "{r}"
+    );
+    assert!(
+        !n.log_text().contains(&token),
+        "the token is in notebookd's log"
+    );
+    assert_no_secrets_in_log(&n, &r["cookies"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_cors_page_runs_code_with_a_token_only_from_an_allowed_origin() {
+    let Some(tools) = tools() else { return };
+    let site_port = support::free_port();
+    let n = Notebookd::start_with(Options {
+        settings: vec![(
+            "server",
+            format!("cors_origins = [\"https://site.test:{site_port}\"]"),
+        )],
+        ..Options::default()
+    });
+    std::fs::write(n.root_dir().join("shared.txt"), "x").unwrap();
+    let token = create_token(&n, "thebe").await;
+    let _site = api_site(site_port, &tools.services_bundle).await;
+    let settings = with_settings(
+        base_settings(&n),
+        json!({
+            "token": token,
+            "site": format!("https://site.test:{site_port}"),
+            "evil": format!("https://evil.test:{site_port}"),
+        }),
+    );
+    let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "cors.js", &settings))
+        .await
+        .unwrap();
+    eprintln!("cors scenario: {r}");
+    let allowed = &r["allowed"];
+    assert_eq!(allowed["origin"], format!("https://site.test:{site_port}"));
+    assert_eq!(allowed["fetchStatus"], 200, "{r}");
+    assert!(
+        allowed["names"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("shared.txt")),
+        "{r}"
+    );
+    assert_eq!(allowed["status"], "ok", "{r}");
+    assert_eq!(allowed["stream"], "42\n", "{r}");
+
+    let refused = &r["refused"];
+    assert_eq!(refused["origin"], format!("https://evil.test:{site_port}"));
+    assert_eq!(refused["fetchStatus"], Value::Null, "{r}");
+    assert!(
+        refused["fetchError"]
+            .as_str()
+            .unwrap()
+            .contains("Failed to fetch"),
+        "{r}"
+    );
+    assert!(refused["contentsError"].is_string(), "{r}");
+    assert_eq!(refused["stream"], Value::Null, "{r}");
+    assert!(
+        refused["consoleErrors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("CORS policy")),
+        "{r}"
+    );
+    // The kernel the allowed page started was shut down; the other page started none.
+    let kernels: Value = n
+        .client()
+        .client
+        .get(n.url("api/kernels"))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kernels, json!([]), "{r}");
+    assert!(
+        !n.log_text().contains(&token),
+        "the token is in notebookd's log"
     );
 }

@@ -17,12 +17,16 @@
 //!
 //! With a `?token=` URL, VS Code (through @jupyterlab/services) sends
 //! `Authorization: token T` on REST and `?token=T` on the kernel WebSocket.
-//! jupyter_server's `GatewayClient` is the real one, from the test venv.
+//! jupyter_server's `GatewayClient` is the real one, from the test venv;
+//! `@jupyterlab/services` is the real one, from npm
+//! (tests/browser/package-lock.json), run in Node by
+//! tests/browser/services-client.js.
 
 use reqwest::redirect::Policy;
 use serde_json::json;
 
 use crate::support::kernel;
+use crate::support::node::Node;
 use crate::support::{Notebookd, PASSWORD, certs};
 
 fn fetch_like_client() -> reqwest::Client {
@@ -187,6 +191,73 @@ async fn vscode_token_url_reaches_a_kernel() {
     assert_eq!(run.stdout, "42\n");
 }
 
+/// `nbctl token create NAME` on `n`'s config; the token, once the daemon has read it.
+async fn create_token(n: &Notebookd, name: &str) -> String {
+    let out = tokio::task::spawn_blocking({
+        let config = n.config_path();
+        let name = name.to_string();
+        move || crate::nbctl::nbctl(&config, &["token", "create", &name])
+    })
+    .await
+    .unwrap();
+    out.expect(0, &[]);
+    // Read by the daemon within a second; polling with it would count as failed logins.
+    n.wait_log(
+        &format!("API token added token={name}"),
+        std::time::Duration::from_secs(10),
+    );
+    out.stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jupyterlab_services_in_node_runs_a_cell_with_a_token() {
+    let Some(node) = Node::with(&["@jupyterlab/services", "ws"]) else {
+        return;
+    };
+    let n = Notebookd::start();
+    std::fs::write(n.root_dir().join("shared.txt"), "from the server\n").unwrap();
+    let token = create_token(&n, "services").await;
+    let settings = json!({
+        "baseUrl": n.url(""),
+        "wsUrl": n.ws_url(""),
+        "token": token,
+    });
+    let r = tokio::task::spawn_blocking(move || {
+        node.run(
+            "services-client.js",
+            &settings,
+            // Real TLS: Node trusts the test CA, nothing is ignored.
+            &[("NODE_EXTRA_CA_CERTS", certs().ca().into_os_string())],
+            std::time::Duration::from_secs(150),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}\nnotebookd's log:\n{}", n.log_text()));
+    assert!(
+        r["contents"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("shared.txt")),
+        "{r}"
+    );
+    assert_eq!(r["language"], "python", "{r}");
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["stream"], "42\n", "{r}");
+    let id = r["kernelId"].as_str().unwrap();
+    assert!(
+        !r["runningAfterShutdown"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(id)),
+        "{r}"
+    );
+    // The client sent it as `Authorization: token` on REST and `?token=` on
+    // the kernel WebSocket: neither reaches the log.
+    let log = n.log_text();
+    assert!(!log.contains(&token), "the token is in notebookd's log");
+}
+
 /// A `jupyter server` of the test venv that runs its kernels on notebookd
 /// through `--GatewayClient.url` and `--GatewayClient.auth_token`, as a
 /// JupyterLab on a laptop would; stopped when dropped.
@@ -215,7 +286,7 @@ impl Drop for GatewayUser {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn jupyter_servers_gateway_client_starts_and_deletes_a_kernel_here() {
+async fn jupyter_servers_gateway_client_runs_a_cell_here() {
     let n = Notebookd::start();
     let out = tokio::task::spawn_blocking({
         let config = n.config_path();
@@ -324,9 +395,41 @@ async fn jupyter_servers_gateway_client_starts_and_deletes_a_kernel_here() {
         "the kernel is not on notebookd's Jupyter"
     );
 
-    // Not covered yet: running a cell over the kernel WebSocket that
-    // jupyter_server relays to notebookd. That relayed WebSocket closes at
-    // once and no reply comes; the cause is still open.
+    // A cell over the second server's kernel WebSocket, which its
+    // GatewayClient relays to notebookd's. That server speaks only the
+    // legacy framing to its clients (GatewayWebSocketConnection's
+    // kernel_ws_protocol is ""): a browser offering v1 accepts the answer
+    // without a subprotocol, so the client here offers none. A client that
+    // refuses the first answer and connects again leaves jupyter_server's
+    // relay of the first attempt open to notebookd with the same session_id
+    // (tornado cannot cancel a pending websocket_connect); Jupyter then sees
+    // two connections of one session, logs "Replacing stale connection",
+    // and the shell messages of one of them are lost. That is
+    // jupyter_server's, and the same against a gateway without notebookd.
+    let run = kernel::execute_legacy(
+        &format!(
+            "ws://127.0.0.1:{}/api/kernels/{id}/channels?session_id=gateway-user&token=local-secret",
+            user.port
+        ),
+        "",
+        "",
+        "print(6*7)",
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "print(6*7) through the gateway user's server: {e}; its log:\n{}\nnotebookd's:\n{}",
+            log(),
+            n.log_text()
+        )
+    });
+    assert_eq!(run.stdout, "42\n");
+    assert_eq!(run.status, "ok");
+    assert!(
+        !n.log_text().contains("Replacing stale connection"),
+        "the relayed kernel WebSocket reached notebookd more than once:\n{}",
+        n.log_text()
+    );
 
     let del = c
         .delete(format!("{local}api/kernels/{id}"))

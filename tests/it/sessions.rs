@@ -162,7 +162,12 @@ async fn logout_cuts_a_download_in_progress() {
     assert_eq!(download.status(), 200);
     let mut got = 0;
     while got < (1 << 20) {
-        got += download.chunk().await.unwrap().expect("more of the file").len();
+        got += download
+            .chunk()
+            .await
+            .unwrap()
+            .expect("more of the file")
+            .len();
     }
     assert_eq!(b.get("logout").await.status(), 200);
     let mut ended = Ok(());

@@ -30,6 +30,29 @@ pub async fn execute(
     execute_trusting(ws_url, cookie_header, origin, code, super::rustls_client()).await
 }
 
+/// [`execute`] offering no subprotocol: the legacy JSON framing only, on a
+/// single connection. For a server that speaks nothing else, such as a
+/// jupyter_server whose kernels are on a gateway: there, [`execute`]'s first
+/// upgrade (offering v1) is answered without a subprotocol, which this
+/// client refuses, and its second connection races with the first one's
+/// relay to the gateway.
+pub async fn execute_legacy(
+    ws_url: &str,
+    cookie_header: &str,
+    origin: &str,
+    code: &str,
+) -> Result<Execution, String> {
+    let ws = connect(
+        ws_url,
+        cookie_header,
+        origin,
+        super::rustls_client(),
+        Framing::Legacy,
+    )
+    .await?;
+    run_code(ws, Framing::Legacy, code).await
+}
+
 /// How kernel messages travel over the WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {

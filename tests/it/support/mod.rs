@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod kernel;
+pub mod node;
 pub mod packages;
 pub mod v1_frames;
 
