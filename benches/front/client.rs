@@ -159,6 +159,8 @@ pub struct Target {
     pub origin: String,
     jar: BTreeMap<String, String>,
     cookie_header: String,
+    /// `Authorization: token T` instead of cookies (an API client).
+    authorization: Option<String>,
     /// The processes whose CPU and memory the front costs (none for direct).
     pub front_pids: Vec<u32>,
     /// The Jupyter server behind this way.
@@ -200,6 +202,7 @@ impl Target {
             origin: format!("{scheme}://{host}"),
             jar: BTreeMap::new(),
             cookie_header: String::new(),
+            authorization: None,
             front_pids: Vec::new(),
             jupyter_pid,
             kernel: String::new(),
@@ -246,7 +249,21 @@ impl Target {
         if !self.cookie_header.is_empty() {
             b = b.header(header::COOKIE, &self.cookie_header);
         }
+        if let Some(auth) = &self.authorization {
+            b = b.header(header::AUTHORIZATION, auth);
+        }
         b
+    }
+
+    /// The same way as a script with an API token sees it: no cookies,
+    /// `Authorization: token T` on every request.
+    pub fn with_token(&self, token: &str) -> Target {
+        Target {
+            jar: BTreeMap::new(),
+            cookie_header: String::new(),
+            authorization: Some(format!("token {token}")),
+            ..self.clone()
+        }
     }
 
     /// One exchange on a fresh connection; cookies the answer sets are kept.
@@ -311,8 +328,9 @@ impl Target {
                 .request(Method::POST, "/login")
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
             let (status, _) = self.call(req, Bytes::from(form)).await?;
-            if status != StatusCode::SEE_OTHER {
-                bail!("{via}: login answered {status}");
+            // 302 with the session cookie, as Jupyter answers its login form.
+            if status != StatusCode::FOUND || self.jar.is_empty() {
+                bail!("{via}: login answered {status} (expected 302 Found with a session cookie)");
             }
         }
         let req = self

@@ -126,6 +126,8 @@ pub struct Results {
     pub memory: BTreeMap<Via, MemoryRounds>,
     pub startup: stack::Startup,
     pub api: BTreeMap<Via, Vec<LoadRun>>,
+    /// `GET /api/contents` on notebookd with `Authorization: token`.
+    pub api_token: Vec<LoadRun>,
     pub rtt: BTreeMap<Via, Vec<Duration>>,
     pub downloads: BTreeMap<Via, Vec<DownloadRun>>,
     /// By key type ("ECDSA P-256", "RSA 2048"), then path.
@@ -306,6 +308,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
     nginx.open_session(None).await?;
     nbd.open_session(Some(&stack.password)).await?;
     let targets = [&direct, &nginx, &nbd];
+    let nbd_token = nbd.with_token(&stack.token);
 
     if plan.wants("memory") {
         r.load.push(("memory rounds", procfs::loadavg()));
@@ -343,6 +346,19 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
                         .await?;
                 r.api.entry(t.via).or_default().push(run);
             }
+            eprintln!(
+                "==> notebookd, Authorization: token: GET /api/contents ×{} (run {})",
+                plan.api_requests,
+                rep + 1
+            );
+            let run = measure::api_load(
+                &nbd_token,
+                plan.api_requests,
+                plan.api_connections,
+                plan.api_limit,
+            )
+            .await?;
+            r.api_token.push(run);
         }
     }
 

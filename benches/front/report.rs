@@ -249,6 +249,25 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         }
         rows.push(row);
     }
+    // The same requests from an API client (`Authorization: token`, no cookies).
+    let token =
+        |f: &dyn Fn(&crate::measure::LoadRun) -> f64| median(r.api_token.iter().map(f).collect());
+    rows.push(
+        Row::new(
+            "`GET /api/contents` with `Authorization: token`: requests/s",
+            "higher",
+            0,
+        )
+        .set(Via::Notebookd, token(&|x| x.requests as f64 / x.secs)),
+    );
+    rows.push(
+        Row::new(
+            "`GET /api/contents` with `Authorization: token`: latency p99, ms",
+            "lower",
+            2,
+        )
+        .set(Via::Notebookd, token(&|x| ms(x.latency.p99))),
+    );
     let mut row = Row::new(
         "`GET /api/contents`: CPU of the front per request, µs",
         "lower",
@@ -425,12 +444,18 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     );
     o.push_str("| path | run | requests | requests/s | p50 ms | p90 ms | p99 ms | front CPU µs/request | front context switches/request | Jupyter CPU µs/request |\n");
     o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (via, runs) in &r.api {
+    let token_runs = [(Via::Notebookd, &r.api_token)];
+    let cookie_runs = r.api.iter().map(|(v, runs)| (*v, runs));
+    for (label, (via, runs)) in cookie_runs
+        .map(|run| ("", run))
+        .chain(token_runs.into_iter().map(|run| (", token", run)))
+    {
+        let via = &via;
         for (i, x) in runs.iter().enumerate() {
             let switches = x.cpu.front_switches as f64 / x.requests.max(1) as f64;
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {}{label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 via.name(),
                 i + 1,
                 x.requests,

@@ -213,6 +213,8 @@ pub struct Stack {
     pub notebookd_port: u16,
     pub notebookd_tls: (PathBuf, PathBuf),
     pub password: String,
+    /// An API token (`nbctl token create`) for the token client's rows.
+    pub token: String,
     pub jupyter: Proc,
     pub jupyter_socket: PathBuf,
     pub nginx: Proc,
@@ -284,6 +286,23 @@ impl Stack {
         );
         let config_path = d.join("nb/notebook.toml");
         std::fs::write(&config_path, config)?;
+        // nbctl writes tokens.json into the state directory, which the
+        // daemon would otherwise make on its first start.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d.join("nb/state"))?;
+        let made = Command::new(env!("CARGO_BIN_EXE_nbctl"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["token", "create", "bench"])
+            .output()?;
+        anyhow::ensure!(
+            made.status.success(),
+            "nbctl token create failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let token = String::from_utf8(made.stdout)?.trim().to_string();
         let notebookd_spawned = Instant::now();
         let mut notebookd = Proc::spawn(
             "notebookd",
@@ -428,6 +447,7 @@ impl Stack {
             notebookd_port,
             notebookd_tls,
             password,
+            token,
             jupyter,
             jupyter_socket,
             nginx,
