@@ -181,7 +181,7 @@ fn check_private_dir(dir: &Path) -> std::io::Result<()> {
     let mode = m.mode() & 0o7777;
     let why = if mode & 0o022 != 0 {
         format!(
-            "is writable by others (mode {mode:04o}): run `chmod go-w {}`",
+            "is writable by group or others (mode {mode:04o}): run `chmod go-w {}`",
             dir.display()
         )
     } else if m.uid() != 0 && m.uid() != nix::unistd::Uid::effective().as_raw() {
