@@ -80,6 +80,18 @@ impl FromStr for PasswordHash {
                     Phc::new(rest).map_err(|e| format!("malformed argon2 hash ({e}); {FORMS}"))?;
                 Algorithm::try_from(phc.algorithm)
                     .map_err(|_| format!("unknown argon2 variant {}; {FORMS}", phc.algorithm))?;
+                // argon2 0.5 computes 8 × p before it checks p's maximum, which
+                // overflows (a panic where overflow checks are on) for p ≥ 2^29.
+                if phc
+                    .params
+                    .get_decimal("p")
+                    .is_some_and(|p| p > Params::MAX_P_COST)
+                {
+                    return Err(format!(
+                        "bad argon2 parameters (p is above {}); {FORMS}",
+                        Params::MAX_P_COST
+                    ));
+                }
                 Params::try_from(&phc)
                     .map_err(|e| format!("bad argon2 parameters ({e}); {FORMS}"))?;
                 if phc.salt.is_none() || phc.hash.is_none() {
@@ -289,6 +301,22 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(format!("{h:?}"), "PasswordHash(<redacted>)");
+    }
+
+    /// Found by the `password_hash` fuzz target: a huge parallelism made
+    /// the argon2 crate overflow (and panic, with overflow checks on).
+    #[test]
+    fn huge_argon2_parallelism_is_an_error() {
+        for p in ["833333333", "536870912", "16777216", "4294967295"] {
+            let text = format!("argon2:$argon2id$v=19$m=102,t=1018,p={p}");
+            let e = text.parse::<PasswordHash>().unwrap_err();
+            assert!(e.contains("bad argon2 parameters"), "{e}");
+        }
+        assert!(
+            "argon2:$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$ZmFrZWRpZ2VzdGZha2VkaWdlc3Q"
+                .parse::<PasswordHash>()
+                .is_ok()
+        );
     }
 
     #[test]

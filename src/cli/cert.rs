@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use openssl::asn1::{Asn1Integer, Asn1Time, Asn1TimeRef};
@@ -255,7 +255,11 @@ fn describe_access(access: Access) -> String {
 /// Makes the parent directory of a TLS file if it is missing.
 fn ensure_dir(path: &Path) -> Result<(), CliError> {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+        // Not group-writable whatever the umask: a key may only go where others cannot write.
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
             .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display()))),
         _ => Ok(()),
     }
@@ -273,9 +277,9 @@ fn write_pair(
     ensure_dir(key_path)?;
     let key_access = file::key_access();
     let failed = |e: file::FileError| CliError::Failed(e.to_string());
-    let key = file::stage(key_path, key_pem, key_access).map_err(failed)?;
-    let cert =
-        file::stage(cert_path, cert_pem, Access::Keep { new_mode: 0o644 }).map_err(failed)?;
+    let key = file::stage_private(key_path, key_pem, key_access).map_err(failed)?;
+    let cert = file::stage_private(cert_path, cert_pem, Access::Keep { new_mode: 0o644 })
+        .map_err(failed)?;
     key.commit().map_err(failed)?;
     cert.commit().map_err(failed)?;
     Ok(key_access)
@@ -393,10 +397,10 @@ fn local_ca(cert_path: &Path) -> Result<(X509, PKey<Private>, bool, PathBuf), Cl
     let failed = |e: file::FileError| CliError::Failed(e.to_string());
     // The CA key signs certificates every browser that trusts the CA accepts:
     // only its owner (root) may read it; the service never needs it.
-    let staged_key =
-        file::stage(&ca_key_path, &key_pem, Access::Keep { new_mode: 0o600 }).map_err(failed)?;
+    let staged_key = file::stage_private(&ca_key_path, &key_pem, Access::Keep { new_mode: 0o600 })
+        .map_err(failed)?;
     let staged_ca =
-        file::stage(&ca_path, &ca_pem, Access::Keep { new_mode: 0o644 }).map_err(failed)?;
+        file::stage_private(&ca_path, &ca_pem, Access::Keep { new_mode: 0o644 }).map_err(failed)?;
     staged_key.commit().map_err(failed)?;
     staged_ca.commit().map_err(failed)?;
     Ok((ca, key, true, ca_path))

@@ -3,6 +3,11 @@
 //! and is renamed over the old file; then the directory is flushed too. A
 //! crash or a full disk leaves either the old file or the new one, never
 //! half of one.
+//!
+//! Keys and certificates ([`stage_private`]) are stricter: their directory
+//! must be writable by its owner only, and that owner root or the writer
+//! (whoever else can write there can swap the file under the service), and
+//! a symlink at their path is replaced, never written through.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -29,6 +34,8 @@ pub enum FileError {
         source: std::io::Error,
         hint: &'static str,
     },
+    #[error("refusing to write {path}: {why}")]
+    UnsafeDirectory { path: PathBuf, why: String },
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
@@ -52,8 +59,9 @@ pub struct Staged {
 
 /// Writes `contents` next to `path`, with the owner and mode `access` says,
 /// flushed to disk. Nothing visible changes until [`Staged::commit`].
+/// A symlink at `path` is followed: what it points at is replaced (an
+/// administrator's link from /etc to a managed config keeps working).
 pub fn stage(path: &Path, contents: &[u8], access: Access) -> Result<Staged, FileError> {
-    // Replace what a symlink points at, not the link.
     let target = match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path),
         _ => Ok(path.to_owned()),
@@ -67,10 +75,81 @@ pub fn stage(path: &Path, contents: &[u8], access: Access) -> Result<Staged, Fil
             Err(e) => return Err(err(&target, e)),
         },
     };
-    let dir = match target.parent() {
+    stage_at(target, contents, uid, gid, mode)
+}
+
+/// [`stage`] for a private key or a certificate: refused when the
+/// directory of `path` is writable by group or others (sticky bit or not)
+/// or owned by someone other than root or the writer, and a symlink at
+/// `path` is replaced by the new file, never followed (`Access::Keep`
+/// keeps only what a regular file there had).
+pub fn stage_private(path: &Path, contents: &[u8], access: Access) -> Result<Staged, FileError> {
+    check_private_dir(&dir_of(path)).map_err(|why| FileError::UnsafeDirectory {
+        path: path.to_owned(),
+        why,
+    })?;
+    let (uid, gid, mode) = match access {
+        Access::Exactly { uid, gid, mode } => (Some(uid), Some(gid), mode),
+        Access::Keep { new_mode } => match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_file() => (Some(m.uid()), Some(m.gid()), m.mode() & 0o7777),
+            Ok(_) => (None, None, new_mode),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None, new_mode),
+            Err(e) => return Err(err(path, e)),
+        },
+    };
+    stage_at(path.to_owned(), contents, uid, gid, mode)
+}
+
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// Why `dir` is no place for a private key, if it is not: others may
+/// write there (and so rename their own file over the key, or plant a
+/// link), or it belongs to a user other than root and the writer.
+pub fn check_private_dir(dir: &Path) -> Result<(), String> {
+    let m = std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let mode = m.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "its directory {} is writable by {} (mode {mode:04o}), so they could replace the file; \
+             run `chmod go-w {}` or pick a directory only root can write",
+            dir.display(),
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            dir.display()
+        ));
+    }
+    let me = Uid::effective().as_raw();
+    if m.uid() != 0 && m.uid() != me {
+        let owner = nix::unistd::User::from_uid(Uid::from_raw(m.uid()))
+            .ok()
+            .flatten()
+            .map_or(m.uid().to_string(), |u| u.name);
+        return Err(format!(
+            "its directory {} belongs to user {owner}, who could replace the file; \
+             run `chown root {}` or pick a directory owned by root",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+fn stage_at(
+    target: PathBuf,
+    contents: &[u8],
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: u32,
+) -> Result<Staged, FileError> {
+    let dir = dir_of(&target);
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -191,5 +270,44 @@ mod tests {
                 .is_symlink()
         );
         assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+    }
+    #[test]
+    fn a_private_file_replaces_a_symlink_and_leaves_its_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("shadow");
+        std::fs::write(&outside, "secret").unwrap();
+        let key = dir.path().join("key.pem");
+        std::os::unix::fs::symlink(&outside, &key).unwrap();
+        stage_private(&key, b"new key", Access::Keep { new_mode: 0o600 })
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "secret");
+        let m = std::fs::symlink_metadata(&key).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(m.mode() & 0o7777, 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "new key");
+    }
+
+    #[test]
+    fn a_private_file_is_refused_where_others_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        for mode in [0o777, 0o1777, 0o770, 0o720] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = stage_private(&key, b"k", Access::Keep { new_mode: 0o600 })
+                .err()
+                .unwrap_or_else(|| panic!("mode {mode:o} accepted"))
+                .to_string();
+            assert!(e.contains("chmod go-w"), "{e}");
+            assert!(!key.exists());
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_private_dir(dir.path()).is_ok());
+        stage_private(&key, b"k", Access::Keep { new_mode: 0o600 })
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "k");
     }
 }

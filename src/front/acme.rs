@@ -145,23 +145,59 @@ fn account_path(config: &Config) -> PathBuf {
 }
 
 /// Writes `bytes` to `path` (mode 0600) through a temporary file and a rename.
+/// The directory must be writable by its owner only, that owner root or this
+/// process's user; the temporary file is created anew (never through a link
+/// planted at its name), and the rename replaces a link at `path` rather
+/// than writing where it points.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        check_private_dir(dir)?;
     }
     let tmp = path.with_extension("tmp");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Refuses a directory that others may write to or that belongs to a user
+/// other than root and this process's: either could swap the key.
+fn check_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir)?;
+    let mode = m.mode() & 0o7777;
+    let why = if mode & 0o022 != 0 {
+        format!(
+            "is writable by group or others (mode {mode:04o}): run `chmod go-w {}`",
+            dir.display()
+        )
+    } else if m.uid() != 0 && m.uid() != nix::unistd::Uid::effective().as_raw() {
+        format!(
+            "belongs to uid {}, neither root nor this service: run `chown {} {}`",
+            m.uid(),
+            nix::unistd::Uid::effective(),
+            dir.display()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!("{} {why}", dir.display()),
+    ))
 }
 
 /// The certificate to serve at start: the stored ACME one if it is for the
@@ -636,4 +672,35 @@ fn http_answer<B>(app: &App, req: &http::Request<B>) -> Response<Full<Bytes>> {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn private_writes_replace_links_and_refuse_open_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let acme = dir.path().join("acme");
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "keep").unwrap();
+        let key = acme.join("key.pem");
+        std::fs::create_dir(&acme).unwrap();
+        // A link at the final name and one at the temporary name.
+        std::os::unix::fs::symlink(&outside, &key).unwrap();
+        std::os::unix::fs::symlink(&outside, key.with_extension("tmp")).unwrap();
+        write_private(&key, b"key").unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+        let m = std::fs::symlink_metadata(&key).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(m.mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&key).unwrap(), b"key");
+
+        std::fs::set_permissions(&acme, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = write_private(&key, b"other").unwrap_err().to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+        assert_eq!(std::fs::read(&key).unwrap(), b"key");
+    }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::Request;
-use http::header::HeaderValue;
+use http::header::{HeaderMap, HeaderValue};
 use hyper::body::Incoming;
 
 use crate::config::{Config, canonical_ip};
@@ -56,6 +56,11 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     pub fn new(conn: &Peer, req: &Request<Incoming>, config: &Config) -> ClientInfo {
+        ClientInfo::from_headers(conn, req.headers(), config)
+    }
+
+    /// [`ClientInfo::new`] for a request with these headers.
+    pub fn from_headers(conn: &Peer, headers: &HeaderMap, config: &Config) -> ClientInfo {
         let (peer, peer_ip, tls) = (conn.addr, conn.ip, conn.tls);
         let trusted = |ip: IpAddr| config.server.trusted_proxies.iter().any(|p| p.contains(ip));
         if !trusted(peer_ip) {
@@ -68,8 +73,7 @@ impl ClientInfo {
                 forwarded_for: None,
             };
         }
-        let chain: Vec<String> = req
-            .headers()
+        let chain: Vec<String> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -90,8 +94,7 @@ impl ClientInfo {
                 Err(_) => break,
             }
         }
-        let proto = req
-            .headers()
+        let proto = headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())

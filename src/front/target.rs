@@ -109,9 +109,22 @@ pub fn origin_matches(origin: &[u8], host: &[u8], https: bool, allowed: &[&str])
                 .strip_prefix(a_scheme)
                 .and_then(|rest| rest.strip_prefix("://"))
                 .and_then(|rest| rest.strip_suffix(suffix))
-                .is_some_and(|label| label.ends_with('.') && label.len() > 1),
+                .and_then(|labels| labels.strip_suffix('.'))
+                .is_some_and(dns_labels),
             None => a == origin,
         }
+    })
+}
+
+/// Whether `name` is dot-separated DNS labels (what a wildcard's `*` may
+/// stand for): not a path, a user, a scheme or a port that happens to end
+/// in the allowed suffix.
+fn dns_labels(name: &str) -> bool {
+    name.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     })
 }
 
@@ -152,6 +165,30 @@ mod tests {
         assert!(!m("https://example.org", "nb.example.com", true));
         assert!(!m("https://evilexample.org", "nb.example.com", true));
         assert!(m("https://embed.example.net", "nb.example.com", true));
+        assert!(m("https://a.b-c.example.org", "nb.example.com", true));
+    }
+
+    /// Found by the `origin` fuzz target: anything that ended in
+    /// `.example.org` matched `https://*.example.org`, a path, a second
+    /// scheme or user info in front included.
+    #[test]
+    fn a_wildcard_stands_for_host_labels_only() {
+        let allowed = ["https://*.example.org"];
+        for origin in [
+            "https://app.exampltps://*.example.org",
+            "https://evil.test/.example.org",
+            "https://evil.test/x.example.org",
+            "https://user@x.example.org",
+            "https://evil.test?.example.org",
+            "https://a..example.org",
+            "https://.example.org",
+            "https://evil.test:1.example.org",
+        ] {
+            assert!(
+                !origin_matches(origin.as_bytes(), b"nb.example.com", true, &allowed),
+                "{origin} matched"
+            );
+        }
     }
 
     #[test]
