@@ -167,14 +167,23 @@ fn certificate_checks(config: &Config, out: &mut Vec<Check>) {
         check(
             "certificate expiry",
             Verdict::Fail,
-            format!("{} EXPIRED {} days ago", cert_path.display(), -days),
+            format!(
+                "{} EXPIRED {} day{} ago",
+                cert_path.display(),
+                -days,
+                if days == -1 { "" } else { "s" }
+            ),
             Some("renew it: `sudo nbctl cert generate --force`, `sudo nbctl cert install CERT KEY`, or [tls.acme]".into()),
         )
     } else if days < 14 {
         check(
             "certificate expiry",
             Verdict::Warn,
-            format!("{} expires in {days} days", cert_path.display()),
+            format!(
+                "{} expires in {days} day{}",
+                cert_path.display(),
+                if days == 1 { "" } else { "s" }
+            ),
             Some("renew it soon (or let [tls.acme] do it)".into()),
         )
     } else {
@@ -374,6 +383,16 @@ fn systemd_check(out: &mut Vec<Check>) {
     };
     let state = String::from_utf8_lossy(&result.stdout).trim().to_string();
     if state.is_empty() {
+        return;
+    }
+    if state == "not-found" {
+        // Run by hand or under supervisord on a machine that has systemd.
+        out.push(check(
+            "systemd unit",
+            Verdict::Ok,
+            "notebook.service is not installed here (notebookd runs by hand or under another supervisor)".into(),
+            None,
+        ));
         return;
     }
     out.push(if state == "enabled" {
