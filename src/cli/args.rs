@@ -73,9 +73,16 @@ pub enum NbctlCommand {
 
 /// Checks what administrators get wrong, one line per check with its fix.
 ///
-/// The config, the certificate (chain, expiry, names against
-/// server.public_url), the key's permissions, ACME, the Jupyter command,
-/// the running daemon and the systemd unit. Exits with 1 if any check fails.
+/// The config; the certificate (chain, expiry, names against
+/// server.public_url and server.listen); the key's permissions; whether the
+/// names of server.public_url and tls.acme.domains resolve; ACME; the
+/// Jupyter command, its version and kernelspecs; the running daemon; the
+/// systemd unit (enabled, active, drop-ins). With the daemon running, it
+/// connects to server.public_url and asks notebookd what arrived: whether a
+/// proxy in front is trusted and sends X-Forwarded-Proto, and whether a
+/// WebSocket upgrade passes. Run it as root or a member of group notebook
+/// for the checks that need the control socket. Exits with 1 if any check
+/// fails, else 0.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// The checks as JSON.

@@ -6,7 +6,7 @@
 //! group `notebook` may connect, nobody else. The protocol is one JSON line
 //! each way: `{"command":"status"}`, `{"command":"reload"}`,
 //! `{"command":"sessions"}`, `{"command":"tokens"}` or
-//! `{"command":"revoke","arg":"ID|--all"}` in,
+//! `{"command":"revoke","arg":"ID|--all"}`, `{"command":"probe-ticket"}` in,
 //! one JSON object out.
 
 use std::os::unix::fs::PermissionsExt;
@@ -126,13 +126,17 @@ async fn answer(
                 serde_json::json!({"ok": false, "error": "ACME is off (tls.acme.enabled = false)"})
             }
         }
+        Ok(req) if req.command == "probe-ticket" => match app.probe_tickets.issue() {
+            Some(ticket) => serde_json::json!({"ok": true, "ticket": ticket}),
+            None => serde_json::json!({"ok": false, "error": "no random source for a ticket"}),
+        },
         Ok(req) if req.command == "unlock" => {
             let cleared = app.login.unlock_all();
             tracing::info!("login limits cleared by nbctl unlock ({cleared} tracked networks)");
             serde_json::json!({"ok": true, "cleared": cleared})
         }
         Ok(req) => {
-            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew, unlock, sessions, revoke, tokens", req.command)})
+            serde_json::json!({"ok": false, "error": format!("unknown command {:?}; known: status, reload, acme-renew, unlock, sessions, revoke, tokens, probe-ticket", req.command)})
         }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
     };

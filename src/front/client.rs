@@ -49,6 +49,8 @@ pub struct ClientInfo {
     pub ip_header: HeaderValue,
     /// Whether the browser reached us over HTTPS (here or at a trusted proxy).
     pub https: bool,
+    /// Whether this connection itself is TLS (not what a proxy says).
+    pub tls: bool,
     pub via_trusted_proxy: bool,
     /// The X-Forwarded-For chain a trusted proxy sent.
     pub forwarded_for: Option<String>,
@@ -69,6 +71,7 @@ impl ClientInfo {
                 ip: peer_ip,
                 ip_header: conn.ip_header.clone(),
                 https: tls,
+                tls,
                 via_trusted_proxy: false,
                 forwarded_for: None,
             };
@@ -108,6 +111,7 @@ impl ClientInfo {
                 ip_header(ip)
             },
             https: tls || proto.unwrap_or(false),
+            tls,
             via_trusted_proxy: true,
             forwarded_for: (!chain.is_empty()).then(|| chain.join(", ")),
         }

@@ -21,6 +21,7 @@ pub mod listen;
 pub mod login;
 pub mod pages;
 pub mod plain_http;
+pub mod probe;
 pub mod proxy;
 pub mod route;
 pub mod splice;
@@ -123,6 +124,8 @@ pub struct App {
     pub supervisor: Supervisor,
     jupyter: watch::Receiver<JupyterStatus>,
     pub started: Instant,
+    /// The tickets that unlock `_notebookd/probe` (see probe.rs).
+    pub probe_tickets: probe::ProbeTickets,
     connections: AtomicUsize,
     /// Served connections that ended (WebSockets: at their upgrade).
     closed: AtomicU64,
@@ -149,6 +152,7 @@ impl App {
             supervisor,
             jupyter,
             started: Instant::now(),
+            probe_tickets: probe::ProbeTickets::default(),
             connections: AtomicUsize::new(0),
             closed: AtomicU64::new(0),
         }

@@ -665,6 +665,7 @@ mod tests {
             ip: peer.ip(),
             ip_header: HeaderValue::from_static("192.0.2.7"),
             https: true,
+            tls: true,
             via_trusted_proxy: false,
             forwarded_for: None,
         };

@@ -117,6 +117,9 @@ async fn route(
         "login" => return Reply::Own(login::login(app, settings, client, req).await),
         "logout" => return Reply::Own(login::logout(app, settings, client, &req)),
         "_notebookd/health" => return Reply::Own(health(app)),
+        "_notebookd/probe" => {
+            return Reply::Own(super::probe::answer(&app.probe_tickets, client, req));
+        }
         "_notebookd/static/notebookd.css" => {
             let mut resp = respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLESHEET);
             resp.headers_mut().insert(

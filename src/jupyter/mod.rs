@@ -902,7 +902,7 @@ pub fn is_local_shortage(e: &std::io::Error) -> bool {
 /// `PATH` for the child when `jupyter.command` lives in a venv's `bin`:
 /// that `bin` first, so that `python` and `pip` in a notebook's terminal
 /// and `!pip install` in a cell are the kernel's, not the system's.
-fn venv_first_on_path(plan: &LaunchPlan) -> Option<std::ffi::OsString> {
+pub fn venv_first_on_path(plan: &LaunchPlan) -> Option<std::ffi::OsString> {
     let bin = Path::new(&plan.command).parent()?;
     let is_venv = bin.is_absolute()
         && bin.join("python").exists()

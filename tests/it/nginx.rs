@@ -14,13 +14,13 @@ use crate::support::{
 };
 
 /// nginx run by the test with a config of its own; stopped when dropped.
-struct Nginx {
+pub struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    fn start(site: &str) -> Nginx {
+    pub fn start(site: &str) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // nginx's workers run as nobody: their temporary files go here.
@@ -71,7 +71,7 @@ impl Nginx {
         Nginx { child, dir }
     }
 
-    fn wait_listening(&self, port: u16) {
+    pub fn wait_listening(&self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -109,7 +109,7 @@ impl Drop for Nginx {
 
 /// The shipped example with the test's ports and certificate, changing
 /// nothing else. Every replaced line must be in the example.
-fn render_site(upstream: u16, https: u16, http: u16, cert: &Path, key: &Path) -> String {
+pub fn render_site(upstream: u16, https: u16, http: u16, cert: &Path, key: &Path) -> String {
     let example =
         std::fs::read_to_string(repo_root().join("packaging/examples/nginx-notebook.conf"))
             .unwrap();

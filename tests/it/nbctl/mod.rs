@@ -72,6 +72,16 @@ fn finish(cmd: &mut Command, stdin: Option<&[u8]>) -> Out {
     }
 }
 
+/// `nbctl --config CONFIG ARGS...` with these environment variables set.
+pub fn nbctl_env(config: &Path, args: &[&str], env: &[(&str, &Path)]) -> Out {
+    let mut cmd = Command::new(NBCTL);
+    cmd.arg("--config").arg(config).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    finish(&mut cmd, None)
+}
+
 /// `nbctl --config CONFIG ARGS...` with no standard input.
 pub fn nbctl(config: &Path, args: &[&str]) -> Out {
     finish(

@@ -12,6 +12,11 @@ use rustls_pki_types::pem::PemObject;
 use super::CliError;
 use crate::config::Config;
 
+mod chain;
+mod jupyter;
+mod public_url;
+mod systemd;
+
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,6 +79,15 @@ fn public_host(config: &Config) -> Option<String> {
 }
 
 fn certificate_checks(config: &Config, out: &mut Vec<Check>) {
+    if !config.tls.enabled && !config.server.trusted_proxies.is_empty() {
+        out.push(check(
+            "certificate",
+            Verdict::Ok,
+            "TLS is off here: the proxy in server.trusted_proxies terminates it".into(),
+            None,
+        ));
+        return;
+    }
     if !config.tls.enabled {
         out.push(check(
             "certificate",
@@ -97,7 +111,8 @@ fn certificate_checks(config: &Config, out: &mut Vec<Check>) {
         return;
     }
     let (cert_path, key_path) = (config.tls.cert.path(), config.tls.key.path());
-    match crate::front::tls::load_certified_key(cert_path, key_path) {
+    let loaded = crate::front::tls::load_certified_key(cert_path, key_path);
+    match &loaded {
         Ok(_) => out.push(check(
             "certificate files",
             Verdict::Ok,
@@ -118,12 +133,28 @@ fn certificate_checks(config: &Config, out: &mut Vec<Check>) {
                         .into(),
                 ),
             ));
-            return;
         }
     }
     let Ok(pem) = std::fs::read(cert_path) else {
         return;
     };
+    // Also when the files do not load: a file out of order (the key then
+    // does not match its first certificate) is explained here.
+    let served = chain::certificates(&pem);
+    if !served.is_empty() {
+        out.push(chain::chain_check(cert_path, &served));
+    }
+    if loaded.is_err() {
+        return;
+    }
+    if let Some(leaf) = served.first() {
+        chain::listen_checks(
+            &config.server.listen.0,
+            leaf,
+            public_host(config).is_some(),
+            out,
+        );
+    }
     let Some(Ok(der)) = CertificateDer::pem_slice_iter(&pem).next() else {
         return;
     };
@@ -136,14 +167,23 @@ fn certificate_checks(config: &Config, out: &mut Vec<Check>) {
         check(
             "certificate expiry",
             Verdict::Fail,
-            format!("{} EXPIRED {} days ago", cert_path.display(), -days),
+            format!(
+                "{} EXPIRED {} day{} ago",
+                cert_path.display(),
+                -days,
+                if days == -1 { "" } else { "s" }
+            ),
             Some("renew it: `sudo nbctl cert generate --force`, `sudo nbctl cert install CERT KEY`, or [tls.acme]".into()),
         )
     } else if days < 14 {
         check(
             "certificate expiry",
             Verdict::Warn,
-            format!("{} expires in {days} days", cert_path.display()),
+            format!(
+                "{} expires in {days} day{}",
+                cert_path.display(),
+                if days == 1 { "" } else { "s" }
+            ),
             Some("renew it soon (or let [tls.acme] do it)".into()),
         )
     } else {
@@ -228,6 +268,49 @@ fn certificate_checks(config: &Config, out: &mut Vec<Check>) {
     }
 }
 
+/// The DNS names users type (`server.public_url`) and ACME asks for
+/// (`tls.acme.domains`) resolve; which addresses they give is reported (the
+/// public URL check then connects to see whether they lead here).
+fn resolve_checks(config: &Config, out: &mut Vec<Check>) {
+    let mut names: Vec<String> = public_host(config).into_iter().collect();
+    if config.tls.enabled && config.tls.acme.enabled {
+        names.extend(config.tls.acme.domains.iter().cloned());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() || !seen.insert(name.clone())
+        {
+            continue;
+        }
+        // A wildcard has no address of its own: ACME checks it by DNS-01.
+        if name.starts_with("*.") {
+            continue;
+        }
+        match dns_lookup::lookup_host(&name) {
+            Ok(addrs) if !addrs.is_empty() => {
+                let mut addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                addrs.sort();
+                addrs.dedup();
+                out.push(check(
+                    "name resolves",
+                    Verdict::Ok,
+                    format!("{name} resolves to {}", addrs.join(", ")),
+                    None,
+                ));
+            }
+            Ok(_) | Err(_) => out.push(check(
+                "name resolves",
+                Verdict::Fail,
+                format!("{name} does not resolve: users (and an ACME CA) cannot reach it"),
+                Some(format!(
+                    "create the DNS record: an A (and AAAA) record for {name} with this machine's public address; check with `getent hosts {name}`"
+                )),
+            )),
+        }
+    }
+}
+
 fn jupyter_check(config: &Config, out: &mut Vec<Check>) {
     let cmd = &config.jupyter.command;
     match crate::jupyter::flavour::find_program(
@@ -247,9 +330,13 @@ fn jupyter_check(config: &Config, out: &mut Vec<Check>) {
             Some("install Debian's python3-notebook, or set jupyter.command to the jupyter of a venv".into()),
         )),
     }
+    if out.last().is_some_and(|c| c.verdict == Verdict::Ok) {
+        jupyter::checks(config, out);
+    }
 }
 
-fn daemon_checks(config_path: &Path, config: &Config, out: &mut Vec<Check>) {
+/// Whether the daemon runs (the public URL check needs it to answer).
+fn daemon_checks(config_path: &Path, config: &Config, out: &mut Vec<Check>) -> bool {
     match super::daemon::running_status(config_path) {
         Ok(answer) => {
             out.push(check(
@@ -273,13 +360,17 @@ fn daemon_checks(config_path: &Path, config: &Config, out: &mut Vec<Check>) {
                     failing.then(|| acme["hint"].as_str().unwrap_or("see the log").to_string()),
                 ));
             }
+            true
         }
-        Err(e) => out.push(check(
-            "daemon",
-            Verdict::Warn,
-            e.to_string(),
-            Some("`sudo systemctl start notebook` (or run notebookd)".into()),
-        )),
+        Err(e) => {
+            out.push(check(
+                "daemon",
+                Verdict::Warn,
+                e.to_string(),
+                Some("`sudo systemctl start notebook` (or run notebookd)".into()),
+            ));
+            false
+        }
     }
 }
 
@@ -292,6 +383,16 @@ fn systemd_check(out: &mut Vec<Check>) {
     };
     let state = String::from_utf8_lossy(&result.stdout).trim().to_string();
     if state.is_empty() {
+        return;
+    }
+    if state == "not-found" {
+        // Run by hand or under supervisord on a machine that has systemd.
+        out.push(check(
+            "systemd unit",
+            Verdict::Ok,
+            "notebook.service is not installed here (notebookd runs by hand or under another supervisor)".into(),
+            None,
+        ));
         return;
     }
     out.push(if state == "enabled" {
@@ -309,6 +410,16 @@ fn systemd_check(out: &mut Vec<Check>) {
             Some("`sudo systemctl enable --now notebook`".into()),
         )
     });
+    let Ok(shown) = std::process::Command::new("systemctl")
+        .args(["show", "notebook.service", "-p"])
+        .arg(systemd::PROPERTIES)
+        .output()
+    else {
+        return;
+    };
+    if shown.status.success() {
+        out.push(systemd::UnitState::parse(&String::from_utf8_lossy(&shown.stdout)).check());
+    }
 }
 
 /// Runs every check.
@@ -335,9 +446,13 @@ pub fn checks(config_path: &Path) -> Vec<Check> {
         }
     };
     certificate_checks(&config, &mut out);
+    resolve_checks(&config, &mut out);
     jupyter_check(&config, &mut out);
-    daemon_checks(config_path, &config, &mut out);
+    let running = daemon_checks(config_path, &config, &mut out);
     systemd_check(&mut out);
+    if running {
+        public_url::checks(&config, &mut out);
+    }
     out
 }
 
