@@ -788,6 +788,39 @@ async fn over_max_connections_gets_503() {
     assert!(ok, "no connection was served after one closed");
 }
 
+/// An accepted connection has TCP keepalive on, so a client that vanished
+/// without a FIN gives its slot back: `ss` shows the keepalive timer on
+/// notebookd's side of an idle keep-alive connection (60 s before the first
+/// probe).
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_probed_with_tcp_keepalive() {
+    let n = Notebookd::start();
+    let mut c = Raw::connect(&n).await;
+    c.send(b"GET /_notebookd/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    assert_eq!(status(&c.read_response().await.unwrap()), 200);
+    let filter = format!("( sport = :{} )", n.port);
+    let mut seen = String::new();
+    let probed = crate::support::eventually(Duration::from_secs(30), async || {
+        let out = std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established", &filter])
+            .output()
+            .expect("run ss (iproute2)");
+        seen = String::from_utf8_lossy(&out.stdout).into_owned();
+        seen.contains("timer:(keepalive,")
+    })
+    .await;
+    assert!(probed, "no keepalive timer on notebookd's socket: {seen:?}");
+    let secs: u64 = seen
+        .split("timer:(keepalive,")
+        .nth(1)
+        .and_then(|t| t.split(['s', 'm', ',']).next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=60).contains(&secs), "keepalive timer: {seen:?}");
+    drop(c);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cross_site_writes_are_refused() {
     let n = Notebookd::start();
