@@ -84,9 +84,11 @@ pub fn stage(path: &Path, contents: &[u8], access: Access) -> Result<Staged, Fil
 /// `path` is replaced by the new file, never followed (`Access::Keep`
 /// keeps only what a regular file there had).
 pub fn stage_private(path: &Path, contents: &[u8], access: Access) -> Result<Staged, FileError> {
-    check_private_dir(&dir_of(path)).map_err(|why| FileError::UnsafeDirectory {
-        path: path.to_owned(),
-        why,
+    crate::front::tls::check_private_dir(&dir_of(path)).map_err(|why| {
+        FileError::UnsafeDirectory {
+            path: path.to_owned(),
+            why,
+        }
     })?;
     let (uid, gid, mode) = match access {
         Access::Exactly { uid, gid, mode } => (Some(uid), Some(gid), mode),
@@ -105,41 +107,6 @@ fn dir_of(path: &Path) -> PathBuf {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     }
-}
-
-/// Why `dir` is no place for a private key, if it is not: others may
-/// write there (and so rename their own file over the key, or plant a
-/// link), or it belongs to a user other than root and the writer.
-pub fn check_private_dir(dir: &Path) -> Result<(), String> {
-    let m = std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
-    let mode = m.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "its directory {} is writable by {} (mode {mode:04o}), so they could replace the file; \
-             run `chmod go-w {}` or pick a directory only root can write",
-            dir.display(),
-            if mode & 0o002 != 0 {
-                "every user"
-            } else {
-                "its group"
-            },
-            dir.display()
-        ));
-    }
-    let me = Uid::effective().as_raw();
-    if m.uid() != 0 && m.uid() != me {
-        let owner = nix::unistd::User::from_uid(Uid::from_raw(m.uid()))
-            .ok()
-            .flatten()
-            .map_or(m.uid().to_string(), |u| u.name);
-        return Err(format!(
-            "its directory {} belongs to user {owner}, who could replace the file; \
-             run `chown root {}` or pick a directory owned by root",
-            dir.display(),
-            dir.display()
-        ));
-    }
-    Ok(())
 }
 
 fn stage_at(
@@ -303,7 +270,7 @@ mod tests {
             assert!(!key.exists());
         }
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(check_private_dir(dir.path()).is_ok());
+        assert!(crate::front::tls::check_private_dir(dir.path()).is_ok());
         stage_private(&key, b"k", Access::Keep { new_mode: 0o600 })
             .unwrap()
             .commit()

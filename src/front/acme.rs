@@ -173,31 +173,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Refuses a directory that others may write to or that belongs to a user
-/// other than root and this process's: either could swap the key.
+/// [`super::tls::check_private_dir`] as an I/O error.
 fn check_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(dir)?;
-    let mode = m.mode() & 0o7777;
-    let why = if mode & 0o022 != 0 {
-        format!(
-            "is writable by group or others (mode {mode:04o}): run `chmod go-w {}`",
-            dir.display()
-        )
-    } else if m.uid() != 0 && m.uid() != nix::unistd::Uid::effective().as_raw() {
-        format!(
-            "belongs to uid {}, neither root nor this service: run `chown {} {}`",
-            m.uid(),
-            nix::unistd::Uid::effective(),
-            dir.display()
-        )
-    } else {
-        return Ok(());
-    };
-    Err(std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        format!("{} {why}", dir.display()),
-    ))
+    super::tls::check_private_dir(dir)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))
 }
 
 /// The certificate to serve at start: the stored ACME one if it is for the

@@ -294,3 +294,39 @@ impl rustls::server::ResolvesServerCert for LiveResolver {
         Some(self.0.served.load().key.clone())
     }
 }
+
+/// Why `dir` is no place for a private key, if it is not: others may
+/// write there (and so rename their own file over the key, or plant a
+/// link), or it belongs to a user other than root and the writer.
+pub fn check_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let mode = m.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "its directory {} is writable by {} (mode {mode:04o}), so they could replace the file; \
+             run `chmod go-w {}` or pick a directory only root can write",
+            dir.display(),
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            dir.display()
+        ));
+    }
+    let me = nix::unistd::Uid::effective().as_raw();
+    if m.uid() != 0 && m.uid() != me {
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(m.uid()))
+            .ok()
+            .flatten()
+            .map_or(m.uid().to_string(), |u| u.name);
+        return Err(format!(
+            "its directory {} belongs to user {owner}, who could replace the file; \
+             run `chown root {}` or pick a directory owned by root",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}

@@ -197,18 +197,26 @@ fn logged_clients(n: &Notebookd, event: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
+/// A plain-HTTP notebookd on `/notebook/` that trusts the nginx in front
+/// of it (as the shipped site sets it up), or `None` without Debian's nginx.
+pub fn notebookd_for_the_shipped_site() -> Option<Notebookd> {
     if notebookd::jupyter::flavour::find_program("nginx", Some("/usr/sbin:/usr/bin")).is_none() {
         missing_tool("nginx", "apt-get install nginx, or run ./dev test");
-        return;
+        return None;
     }
-    let n = Notebookd::start_with(Options {
+    Some(Notebookd::start_with(Options {
         tls: false,
         base_url: "/notebook/".into(),
         settings: vec![("server", "trusted_proxies = [\"127.0.0.1\"]".into())],
         ..Options::default()
-    });
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
+    let Some(n) = notebookd_for_the_shipped_site() else {
+        return;
+    };
     let (https, http) = (free_port(), free_port());
     let certs = certs();
     let nginx = Nginx::start(&render_site(

@@ -18,7 +18,7 @@ use openssl::x509::{X509, X509NameBuilder};
 
 use super::{nbctl, nbctl_env, open_dir};
 use crate::nginx::{Nginx, render_site};
-use crate::support::{Notebookd, Options, certs, free_port, jupyter_command, missing_tool};
+use crate::support::{Notebookd, Options, certs, free_port, jupyter_command};
 
 /// A self-signed certificate for `name` valid from `from` to `until` (Unix
 /// seconds), and its key (mode 0600), in `dir/tls`.
@@ -573,16 +573,9 @@ fn jupyter_without_kernels_fails_with_the_fix() {
 /// is named with its fix, exit 1.
 #[test]
 fn behind_the_shipped_nginx_site_and_without_its_upgrade_line() {
-    if notebookd::jupyter::flavour::find_program("nginx", Some("/usr/sbin:/usr/bin")).is_none() {
-        missing_tool("nginx", "apt-get install nginx, or run ./dev test");
+    let Some(n) = crate::nginx::notebookd_for_the_shipped_site() else {
         return;
-    }
-    let n = Notebookd::start_with(Options {
-        tls: false,
-        base_url: "/notebook/".into(),
-        settings: vec![("server", "trusted_proxies = [\"127.0.0.1\"]".into())],
-        ..Options::default()
-    });
+    };
     let certs = certs();
     let ca = [("SSL_CERT_FILE", certs.ca())];
     let ca: Vec<(&str, &Path)> = ca.iter().map(|(k, v)| (*k, v.as_path())).collect();
