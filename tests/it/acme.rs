@@ -3,8 +3,8 @@
 //! loopback: notebookd gets a certificate for `nb.test` through TLS-ALPN-01
 //! and through HTTP-01, a client trusting only Pebble's root accepts it, a
 //! CA that is down at start leaves the service up on its temporary
-//! certificate until the CA is back, and a failed validation is a clear
-//! status line.
+//! certificate until the CA is back, a failed validation is a clear
+//! status line, and a kernel WebSocket stays open across a renewal.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::ServerName;
 
 use crate::nbctl::nbctl;
-use crate::support::{Notebookd, Options, certs, free_port, missing_tool, rustls_client_trusting};
+use crate::support::kernel::KernelSocket;
+use crate::support::{
+    Browser, Notebookd, Options, certs, free_port, missing_tool, rustls_client_trusting,
+};
 
 const DOMAIN: &str = "nb.test";
 
@@ -521,7 +524,7 @@ async fn refused_order_is_a_clear_status_line() {
 
 /// Pebble issuing 30-second certificates: notebookd renews each when a
 /// third of its lifetime is left, and new connections get the new serial
-/// without a restart.
+/// without a restart, while a kernel WebSocket opened before stays open.
 #[tokio::test(flavor = "multi_thread")]
 async fn short_lived_certificates_are_renewed() {
     if !pebble_installed() {
@@ -541,6 +544,29 @@ async fn short_lived_certificates_are_renewed() {
         ..Default::default()
     });
     let first = wait_pebble_certificate(&n, port, &pebble, Duration::from_secs(60)).await;
+    // A kernel WebSocket opened under the first certificate (the check is
+    // the connection across the renewal, not trust: see the handshakes below).
+    let b = Browser::accepting_any_certificate(&format!("https://localhost:{port}/"));
+    b.login(crate::support::PASSWORD).await;
+    let started = b
+        .send_json(
+            reqwest::Method::POST,
+            "api/kernels",
+            &serde_json::json!({"name": "python3"}),
+        )
+        .await;
+    assert_eq!(started.status(), 201);
+    let kernel: serde_json::Value = started.json().await.unwrap();
+    let id = kernel["id"].as_str().expect("kernel id");
+    let mut ws = KernelSocket::open(
+        &format!("wss://localhost:{port}/api/kernels/{id}/channels"),
+        &b.cookie_header(),
+        &b.origin,
+        accept_anything(),
+    )
+    .await
+    .expect("open the kernel WebSocket");
+    assert_eq!(ws.run("print(1+1)").await.unwrap().stdout.trim(), "2");
     let s = status_json(&n).await;
     let renew_at = s["acme"]["renew_at"].as_i64().unwrap();
     let not_after = s["tls"]["certificate"]["not_after_unix"].as_i64().unwrap();
@@ -559,6 +585,8 @@ async fn short_lived_certificates_are_renewed() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(count_orders(&n) >= 2, "{}", n.log_text());
+    // The WebSocket opened before the renewal still carries the kernel.
+    assert_eq!(ws.run("print(2+2)").await.unwrap().stdout.trim(), "4");
 }
 
 fn count_orders(n: &Notebookd) -> usize {

@@ -524,6 +524,28 @@ impl Browser {
         }
     }
 
+    /// A browser for `base` that accepts any certificate: for a test about
+    /// connections across a certificate change that no test CA signed
+    /// (ACME's), where what is checked is the connection, not the trust.
+    pub fn accepting_any_certificate(base: &str) -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        let url = reqwest::Url::parse(base).expect("base URL");
+        Browser {
+            client,
+            jar,
+            base: base.to_string(),
+            origin: url.origin().ascii_serialization(),
+        }
+    }
+
     pub fn url(&self, rel: &str) -> String {
         format!("{}{rel}", self.base)
     }
