@@ -19,7 +19,7 @@ use crate::support::node::{self, Node};
 use crate::support::{self, Notebookd, Options, PASSWORD, certs, missing_tool};
 
 /// What a scenario needs; `None` (after a loud skip) when something is missing outside CI.
-fn tools() -> Option<Node> {
+pub fn tools() -> Option<Node> {
     for (what, path) in [
         ("Debian's chromium (/usr/bin/chromium)", "/usr/bin/chromium"),
         ("certutil (libnss3-tools)", "/usr/bin/certutil"),
@@ -33,7 +33,7 @@ fn tools() -> Option<Node> {
 }
 
 /// Where screenshots go: `target/browser-artifacts/`.
-fn artifacts() -> PathBuf {
+pub fn artifacts() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/debug/deps/it-HASH → target
     let target = exe
@@ -47,7 +47,7 @@ fn artifacts() -> PathBuf {
 }
 
 /// Runs `tests/browser/SCRIPT` with `settings`; returns its RESULT or panics with its output.
-fn run_scenario(tools: &Node, script: &str, settings: &Value) -> Value {
+pub fn run_scenario(tools: &Node, script: &str, settings: &Value) -> Value {
     // The scenario has its own watchdog; this one also catches a stuck browser.
     tools
         .run(script, settings, &[], Duration::from_secs(330))

@@ -824,4 +824,20 @@ async fn generate_with_a_local_ca_that_clients_can_trust() {
         )
         .await
         .expect("a client trusting only the local CA accepts notebookd");
+
+    // Chromium with the CA in its NSS database loads the login page unwarned.
+    let Some(tools) = crate::browser::tools() else {
+        return;
+    };
+    let settings = serde_json::json!({
+        "ca": ca,
+        "nb": format!("https://localhost:{}", n.port),
+        "artifacts": crate::browser::artifacts(),
+    });
+    let r = tokio::task::spawn_blocking(move || {
+        crate::browser::run_scenario(&tools, "trusted-login.js", &settings)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r["secure"], true, "{r}");
 }
