@@ -739,3 +739,81 @@ async fn fifteen_hundred_idle_connections_cost_no_kernel() {
         "{log}"
     );
 }
+
+/// One guess with `password` for the client at `ip`, sent through the
+/// trusted proxy on 127.0.0.1 (`X-Forwarded-For`); the status.
+async fn guess_via_proxy(proxy: &Browser, n: &Notebookd, ip: &str, password: &str) -> u16 {
+    proxy
+        .client
+        .post(n.url("login"))
+        .header("X-Forwarded-For", ip)
+        .form(&[("password", password), ("next", "/tree")])
+        .send()
+        .await
+        .expect("POST login")
+        .status()
+        .as_u16()
+}
+
+/// A guessing flood from 300 addresses of one IPv6 /48 (loopback has only
+/// ::1, so the addresses come through a trusted proxy's X-Forwarded-For):
+/// a /56 gets 4 clients' attempts, the whole /48 16, whatever the spread
+/// over /64s and /56s; another /48 is not affected, and the owner logs in
+/// from a trusted network meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guessing_flood_from_one_ipv6_48_is_limited_as_a_whole() {
+    let n = Notebookd::start_with(Options {
+        settings: vec![
+            ("server", "trusted_proxies = [\"127.0.0.1\"]".into()),
+            ("auth", "login_attempts = 2".into()),
+            ("auth", "trusted_clients = [\"2001:db8:ffff::/48\"]".into()),
+        ],
+        ..Options::default()
+    });
+    let b = n.logged_in().await;
+    let proxy = n.client();
+    let tally = |counts: &mut (u32, u32), ip: &str, status: u16| match status {
+        401 => counts.0 += 1,
+        429 => counts.1 += 1,
+        other => panic!("{ip}: {other}"),
+    };
+    // 20 /64s of one /56 (2001:db8:1::/56): it fills at 4 × 2.
+    let mut one_56 = (0, 0);
+    for j in 0..20u32 {
+        let ip = format!("2001:db8:1:{j:x}::1");
+        let status = guess_via_proxy(&proxy, &n, &ip, "guess").await;
+        tally(&mut one_56, &ip, status);
+    }
+    assert_eq!(one_56, (8, 12), "one /56: (wrong, limited)");
+    // 280 more, over the other 255 /56s and then more /64s of them: the
+    // /48 fills at 16 × 2 = 32 attempts, 8 of which the first /56 made.
+    let mut spread = (0, 0);
+    for k in 0..280u32 {
+        let group = ((k % 255 + 1) << 8) | (k / 255);
+        let ip = format!("2001:db8:1:{group:x}::1");
+        let status = guess_via_proxy(&proxy, &n, &ip, "guess").await;
+        tally(&mut spread, &ip, status);
+    }
+    assert_eq!(spread, (24, 256), "the rest of the /48: (wrong, limited)");
+    // The right password from inside the /48 waits too...
+    let inside = "2001:db8:1:ff80::2";
+    assert_eq!(
+        guess_via_proxy(&proxy, &n, inside, crate::support::PASSWORD).await,
+        429
+    );
+    // ...another /48 does not (the global budget, 100, is not reached)...
+    assert_eq!(
+        guess_via_proxy(&proxy, &n, "2001:db8:2::1", "guess").await,
+        401
+    );
+    // ...nor does the owner from a trusted network, and the logged-in
+    // client's kernel works.
+    assert_eq!(
+        guess_via_proxy(&proxy, &n, "2001:db8:ffff::7", crate::support::PASSWORD).await,
+        302,
+        "the owner was locked out"
+    );
+    let run = b.run_in_new_kernel("print(1 + 1)", rustls_client()).await;
+    assert_eq!((run.status.as_str(), run.stdout.trim()), ("ok", "2"));
+    assert_served(&b, "after a guessing flood from one /48").await;
+}
