@@ -399,10 +399,12 @@ async fn open_connections(n: &Notebookd) -> u64 {
     a["connections"].as_u64().expect("connections")
 }
 
-/// slowhttptest's slow-headers and slow-body attacks, 30 s each with hundreds of
-/// connections from 127.0.0.1, while a logged-in client on 127.0.0.9 makes
-/// API calls and a kernel round trip; afterwards the attack's connections
-/// are gone and notebookd's RSS is bounded.
+/// slowhttptest's slow-headers and slow-body attacks (30 s, 400 connections
+/// each) and its slow-read attack (40 s, 60 connections each stalling a
+/// 3 MiB response), all from 127.0.0.1, while a
+/// logged-in client on 127.0.0.9 makes API calls and a kernel round trip;
+/// the slow readers are cut after `limits.send_timeout`, and afterwards the
+/// attack's connections are gone and notebookd's RSS is bounded.
 #[tokio::test(flavor = "multi_thread")]
 async fn slowhttptest_attacks_do_not_stop_a_logged_in_client() {
     if std::process::Command::new("slowhttptest")
@@ -434,20 +436,54 @@ async fn slowhttptest_attacks_do_not_stop_a_logged_in_client() {
     b.login(crate::support::PASSWORD).await;
     let warm = b.run_in_new_kernel("print(1)", rustls_client()).await;
     assert_eq!(warm.status, "ok");
+    // slowhttptest's slow read (-X) works over TLS, but only against a
+    // response larger than what the socket buffers take: the kernel's send
+    // buffer grows up to 4 MiB (tcp_wmem), and took 1.6 MB of a 2.7 MB
+    // response to a 2 KiB-window reader before notebookd had to wait. The
+    // login page (1.2 KB, even pipelined -k 10 times, the most it allows)
+    // is handed to the kernel at once; such a connection is then merely
+    // idle until keep_alive_timeout. A logged-in attacker asking for a
+    // 3 MiB file is what makes notebookd wait for a client that reads 5
+    // bytes a second.
+    std::fs::write(
+        n.root_dir().join("big.txt"),
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n".repeat(3 << 14),
+    )
+    .expect("write big.txt");
+    let attacker = n.logged_in().await;
+    let cookie = attacker.cookie_header();
     let baseline = open_connections(&n).await;
     let before = rss_kib(n.pid());
     // By address: "localhost" may resolve to ::1 first, where nothing listens.
-    let url = format!("https://127.0.0.1:{}/login", n.port);
-    // slowhttptest's slow-read mode (-X) opened no connection over TLS here;
-    // a_client_that_does_not_read_is_disconnected covers that attack.
-    let modes: [(&str, &[&str]); 2] = [
-        ("slow headers", &["-H", "-i", "5"]),
-        ("slow body", &["-B", "-i", "5", "-s", "16000"]),
+    let login = format!("https://127.0.0.1:{}/login", n.port);
+    let big = format!("https://127.0.0.1:{}/api/contents/big.txt", n.port);
+    let modes: [(&str, &[&str]); 3] = [
+        (
+            "slow headers",
+            &[
+                "-H", "-i", "5", "-c", "400", "-r", "200", "-l", "30", "-u", &login,
+            ],
+        ),
+        (
+            "slow body",
+            &[
+                "-B", "-i", "5", "-s", "16000", "-c", "400", "-r", "200", "-l", "30", "-u", &login,
+            ],
+        ),
+        // Longer than the probe loop below: the cut must be notebookd's.
+        (
+            "slow read",
+            &[
+                "-X", "-n", "1", "-z", "5", "-w", "1", "-y", "512", "-c", "60", "-r", "30", "-l",
+                "40", "-j", &cookie, "-u", &big,
+            ],
+        ),
     ];
     for (name, args) in modes {
+        let slow_read = name == "slow read";
         let mut attack = tokio::process::Command::new("slowhttptest")
             .args(args)
-            .args(["-c", "400", "-r", "200", "-l", "30", "-p", "5", "-u", &url])
+            .args(["-p", "5"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -457,9 +493,14 @@ async fn slowhttptest_attacks_do_not_stop_a_logged_in_client() {
         let mut calls = 0;
         let mut worst = Duration::ZERO;
         let mut peak = 0;
+        let mut cut_after = None;
         // Through the attack: an API call a second, and one kernel round trip.
         while started.elapsed() < Duration::from_secs(28) && calls < 40 {
-            peak = peak.max(open_connections(&n).await);
+            let open = open_connections(&n).await;
+            peak = peak.max(open);
+            if peak > 50 && open <= baseline + 2 && cut_after.is_none() {
+                cut_after = Some(started.elapsed());
+            }
             let t = Instant::now();
             assert_served(&b, name).await;
             worst = worst.max(t.elapsed());
@@ -479,10 +520,19 @@ async fn slowhttptest_attacks_do_not_stop_a_logged_in_client() {
             peak > 50,
             "{name}: the attack did not get through (at most {peak} connections)"
         );
+        if slow_read {
+            // slowhttptest itself would hold them 40 s: notebookd cut them.
+            let cut = cut_after.unwrap_or_else(|| {
+                panic!(
+                    "{name}: the slow readers were not cut within 28 s (limits.send_timeout = 10s)"
+                )
+            });
+            assert!(cut >= Duration::from_secs(10), "{name}: cut after {cut:?}");
+        }
         let _ = tokio::time::timeout(Duration::from_secs(60), attack.wait()).await;
         let _ = attack.kill().await;
         eprintln!(
-            "{name}: {calls} API calls served, slowest {worst:?}; at most {peak} connections open"
+            "{name}: {calls} API calls served, slowest {worst:?}; at most {peak} connections open, back to the baseline after {cut_after:?}"
         );
     }
     // The attackers' connections go, and the memory with them.
