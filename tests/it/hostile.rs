@@ -622,6 +622,37 @@ async fn ask_login(io: &mut Box<dyn Stream>, port: u16) -> Option<String> {
     (read.is_ok() && !head.is_empty()).then(|| String::from_utf8_lossy(&head).into_owned())
 }
 
+/// The logged-in client's API calls, one every 200 ms until `stop` (at
+/// most 5 minutes): how many were served and the slowest. Panics on a
+/// refusal or a call slower than 10 s.
+fn keep_calling(
+    b: Browser,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<(u32, Duration)> {
+    let (client, url) = (b.client.clone(), b.url("api/contents"));
+    tokio::spawn(async move {
+        let _b = b;
+        let (mut calls, mut worst) = (0, Duration::ZERO);
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        for _ in 0..1500 {
+            let t = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(10), client.get(&url).send())
+                .await
+                .expect("the logged-in client waited 10 s")
+                .expect("GET api/contents");
+            assert_eq!(r.status(), 200, "the logged-in client was refused");
+            worst = worst.max(t.elapsed());
+            calls += 1;
+            tokio::select! {
+                () = &mut stopped => break,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        (calls, worst)
+    })
+}
+
 /// Raises this process's soft open-file limit to the hard one (the attack
 /// needs more descriptors than a usual soft limit of 1024).
 fn raise_own_nofile(needed: u64) {
@@ -689,6 +720,13 @@ async fn fifteen_hundred_idle_connections_cost_no_kernel() {
     let kernels = crate::supervise::kernels_of(&n);
     assert_eq!(kernels.len(), 1, "{kernels:?}");
     let jupyter = crate::supervise::jupyter_pid(&n);
+    // Served throughout, while the connections are opened and held: a
+    // second logged-in client (its own connection, so that the counts
+    // below stay exact) calls the API five times a second.
+    let watching = n.logged_in().await;
+    assert_eq!(watching.get("api/contents").await.status(), 200);
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let watcher = keep_calling(watching, stop.clone());
     let baseline = open_connections(&n).await;
 
     // From one address: 256 held, the rest refused.
@@ -769,6 +807,11 @@ async fn fifteen_hundred_idle_connections_cost_no_kernel() {
     })
     .await;
     assert!(back, "the 200 addresses' connections did not close");
+
+    stop.notify_one();
+    let (calls, worst) = watcher.await.expect("the logged-in client's calls");
+    eprintln!("the logged-in client: {calls} API calls served meanwhile, the slowest in {worst:?}");
+    assert!(calls >= 10, "only {calls} calls");
 
     // Afterwards: the same Jupyter, the same kernel, no restart.
     assert_served(&b, "after the connections").await;
