@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::{Notebookd, eventually, processes_matching};
 
-fn jupyter_pid(n: &Notebookd) -> i32 {
+pub(crate) fn jupyter_pid(n: &Notebookd) -> i32 {
     let dir = n.dir.path().display().to_string();
     let found: Vec<i32> = processes_matching(&dir)
         .into_iter()
@@ -25,7 +25,7 @@ fn jupyter_pid(n: &Notebookd) -> i32 {
     found[0]
 }
 
-fn kernels_of(n: &Notebookd) -> Vec<i32> {
+pub(crate) fn kernels_of(n: &Notebookd) -> Vec<i32> {
     let dir = n.dir.path().display().to_string();
     processes_matching(&dir)
         .into_iter()
