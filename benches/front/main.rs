@@ -183,6 +183,9 @@ pub struct AttackRun {
     pub before: procfs::Memory,
     pub during: procfs::Memory,
     pub after: procfs::Memory,
+    /// Open files of the Jupyter behind the front before the attack and at
+    /// its end: does the attack reach through the front?
+    pub jupyter_files: (usize, usize),
     pub stats: attack::Stats,
 }
 
@@ -655,6 +658,7 @@ async fn under_attack(
 ) -> Result<AttackRun> {
     let name = kind.map_or("unloaded", attack::Kind::name);
     let before = measure::settled_memory(&t.front_pids, Duration::from_secs(10)).await?;
+    let jupyter_before = procfs::open_files(t.jupyter_pid)?;
     let shape = kind.map(|k| attack_shape(plan, k));
     let running = match shape {
         Some(shape) => {
@@ -693,6 +697,7 @@ async fn under_attack(
         .await
         .map_err(|e| format!("{e:#}"));
     let during = procfs::memory(&t.front_pids)?;
+    let jupyter_during = procfs::open_files(t.jupyter_pid)?;
     let stats = running.map(attack::Running::stop).unwrap_or_default();
     let after = measure::settled_memory(&t.front_pids, Duration::from_secs(10)).await?;
     Ok(AttackRun {
@@ -702,6 +707,7 @@ async fn under_attack(
         before,
         during,
         after,
+        jupyter_files: (jupyter_before, jupyter_during),
         stats,
     })
 }

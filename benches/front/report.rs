@@ -754,7 +754,9 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
          on the same cores as everything else: a ratio here includes their CPU.\n\
          The front's RSS is read when the attack starts, at its end (attack\n\
          connections still open), and once they closed and the RSS settled\n\
-         (at most 10 s).\n",
+         (at most 10 s); the open files of the Jupyter behind the front (its\n\
+         sockets included) when the attack starts and at its end show whether\n\
+         the attack reaches through the front.\n",
         half = num(secs / 2.0, 1),
         slow_n = usize::from(slow.addresses) * slow.per_address,
         slow_per = slow.per_address,
@@ -799,8 +801,8 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
          loop, which is not measured here.\n\n",
     );
     o.push_str(
-        "| path | load | kernel samples | kernel p50 ms | kernel p99 ms | API requests | API p99 ms | kernel p99 ÷ unloaded | API p99 ÷ unloaded | front RSS before / at end / after, MiB | what the attackers did and got |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
+        "| path | load | kernel samples | kernel p50 ms | kernel p99 ms | API requests | API p99 ms | kernel p99 ÷ unloaded | API p99 ÷ unloaded | front RSS before / at end / after, MiB | Jupyter's open files before / at end | what the attackers did and got |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
     );
     for (via, runs) in &r.attacks {
         let unloaded = attack_run(r, *via, None);
@@ -842,13 +844,15 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
             };
             let _ = writeln!(
                 o,
-                "| {} | {load} | {samples} | {p50} | {p99} | {requests} | {api} | {} | {} | {} / {} / {} | {did} |",
+                "| {} | {load} | {samples} | {p50} | {p99} | {requests} | {api} | {} | {} | {} / {} / {} | {} / {} | {did} |",
                 via.name(),
                 ratio_of(|a| rtt_of(a).map(|p| ms(p.p99))),
                 ratio_of(api_p99),
                 num(mib(a.before.rss_kib), 1),
                 num(mib(a.during.rss_kib), 1),
                 num(mib(a.after.rss_kib), 1),
+                a.jupyter_files.0,
+                a.jupyter_files.1,
             );
         }
     }
