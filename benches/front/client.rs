@@ -387,6 +387,11 @@ impl Target {
         Ok(ws)
     }
 
+    /// A cookie of the session's jar.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.jar.get(name).map(String::as_str)
+    }
+
     /// The Referer a page of this site would send (Jupyter checks it on /files/).
     pub fn referer(&self) -> String {
         format!("{}/tree", self.origin)

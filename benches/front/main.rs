@@ -8,6 +8,7 @@
 //! Usage: `cargo bench --bench front -- [--quick] [--out FILE]`
 //! (`./dev bench` installs nginx and the pinned Jupyter first).
 
+mod attack;
 mod client;
 mod measure;
 mod procfs;
@@ -55,10 +56,32 @@ pub struct Plan {
     pub close_requests: usize,
     pub close_concurrency: usize,
     pub parallel_downloads: usize,
+    /// Each attack (and the unloaded baseline) lasts this long: kernel
+    /// round trips for the first half, `GET /api/contents` for the second.
+    pub attack_time: Duration,
+    pub attack_rtt_samples: usize,
+    pub attack_api_requests: usize,
+    /// Guessing flood: clients per address (100 addresses), and the pause
+    /// between one client's attempts.
+    pub flood_per_address: usize,
+    pub flood_interval: Duration,
+    /// Slow body: connections per address (100 addresses), the pause between
+    /// two body bytes, and the Content-Length announced.
+    pub slow_per_address: usize,
+    pub slow_interval: Duration,
+    pub slow_content_length: usize,
 }
 
 /// The parts of a run, in order.
-pub const PARTS: [&str; 6] = ["memory", "sockets", "api", "rtt", "download", "handshakes"];
+pub const PARTS: [&str; 7] = [
+    "memory",
+    "sockets",
+    "api",
+    "rtt",
+    "download",
+    "handshakes",
+    "attack",
+];
 
 impl Plan {
     pub fn wants(&self, part: &str) -> bool {
@@ -93,6 +116,14 @@ impl Plan {
             close_requests: 10_000,
             close_concurrency: 8,
             parallel_downloads: 4,
+            attack_time: Duration::from_secs(15),
+            attack_rtt_samples: 5000,
+            attack_api_requests: 50_000,
+            flood_per_address: 1,
+            flood_interval: Duration::from_millis(100),
+            slow_per_address: 5,
+            slow_interval: Duration::from_secs(3),
+            slow_content_length: 16000,
         }
     }
 
@@ -108,6 +139,8 @@ impl Plan {
             idle_sockets: 32,
             memory_sockets: 100,
             close_requests: 500,
+            attack_time: Duration::from_secs(4),
+            slow_per_address: 2,
             ..Plan::full()
         }
     }
@@ -132,6 +165,28 @@ pub struct Results {
     pub downloads: BTreeMap<Via, Vec<DownloadRun>>,
     /// By key type ("ECDSA P-256", "RSA 2048"), then path.
     pub handshakes: BTreeMap<&'static str, BTreeMap<Via, Vec<HandshakeRun>>>,
+    /// Unloaded, then under each attack, by path (the fronts only).
+    pub attacks: BTreeMap<Via, Vec<AttackRun>>,
+}
+
+/// What the logged-in client got while one attack (or none) ran.
+#[derive(Debug, Clone)]
+pub struct AttackRun {
+    /// `None`: the unloaded baseline.
+    pub attack: Option<attack::Shape>,
+    /// Kernel `1+1` round trips, or why they failed.
+    pub rtt: std::result::Result<Vec<Duration>, String>,
+    /// `GET /api/contents` one at a time on one keep-alive connection.
+    pub api: std::result::Result<LoadRun, String>,
+    /// The front's memory before the attack, at its end, and once its
+    /// connections closed and the RSS settled.
+    pub before: procfs::Memory,
+    pub during: procfs::Memory,
+    pub after: procfs::Memory,
+    /// Open files of the Jupyter behind the front before the attack and at
+    /// its end: does the attack reach through the front?
+    pub jupyter_files: (usize, usize),
+    pub stats: attack::Stats,
 }
 
 struct Args {
@@ -188,8 +243,9 @@ fn parse_args() -> Result<Args> {
                      BENCH_WRAP_NOTEBOOKD / BENCH_WRAP_NGINX: a command to run notebookd or\n\
                      nginx under, e.g. \"valgrind --tool=callgrind\" (then use callgrind_control\n\
                      to zero and dump around one part).\n\
-                     BENCH_HOOK: a command run as `CMD start|stop api|download PATH PID...`\n\
-                     right around each measured load (PID: the front's processes).",
+                     BENCH_HOOK: a command run as `CMD start|stop api|attack|download PATH PID...`\n\
+                     right around each measured load (PID: the front's processes; attack:\n\
+                     GET /api/contents under attack).",
                     PARTS.join(",")
                 );
                 std::process::exit(0);
@@ -341,9 +397,14 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
                     plan.api_requests,
                     rep + 1
                 );
-                let run =
-                    measure::api_load(t, plan.api_requests, plan.api_connections, plan.api_limit)
-                        .await?;
+                let run = measure::api_load(
+                    t,
+                    "api",
+                    plan.api_requests,
+                    plan.api_connections,
+                    plan.api_limit,
+                )
+                .await?;
                 r.api.entry(t.via).or_default().push(run);
             }
             eprintln!(
@@ -353,6 +414,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
             );
             let run = measure::api_load(
                 &nbd_token,
+                "api",
                 plan.api_requests,
                 plan.api_connections,
                 plan.api_limit,
@@ -437,6 +499,40 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
                         .push(run);
                 }
             }
+        }
+    }
+
+    if plan.wants("attack") {
+        r.load.push(("attacks", procfs::loadavg()));
+        // The handshake part leaves notebookd on its RSA certificate; nginx's
+        // attacked site has the ECDSA one.
+        stack.notebookd_use_cert("ec").await?;
+        for (t, port) in [(&nginx, stack.nginx_port_ec), (&nbd, stack.notebookd_port)] {
+            let aim = attack::Aim {
+                tls: stack.tls.clone(),
+                port,
+                host: t.host.clone(),
+                xsrf: t
+                    .cookie("_xsrf")
+                    .context("the logged-in client has no _xsrf cookie")?
+                    .to_string(),
+            };
+            let mut runs = Vec::new();
+            // Slow bodies before the flood: once a flood has tripped a login
+            // limit that covers them (a network's, or the global failure
+            // budget), notebookd refuses their forms before reading them,
+            // which would spare the slow bodies their test.
+            for (i, kind) in [
+                None,
+                Some(attack::Kind::SlowBody),
+                Some(attack::Kind::GuessingFlood),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                runs.push(under_attack(plan, t, &aim, kind, i).await?);
+            }
+            r.attacks.insert(t.via, runs);
         }
     }
 
@@ -526,6 +622,94 @@ async fn memory_rounds(
         after: measure::settled_memory(&t.front_pids, settle).await?,
     });
     Ok(out)
+}
+
+/// The shape of each attack in this plan.
+pub fn attack_shape(plan: &Plan, kind: attack::Kind) -> attack::Shape {
+    match kind {
+        attack::Kind::GuessingFlood => attack::Shape {
+            kind,
+            net: 1,
+            addresses: 100,
+            per_address: plan.flood_per_address,
+            interval: plan.flood_interval,
+            content_length: 0,
+        },
+        attack::Kind::SlowBody => attack::Shape {
+            kind,
+            net: 2,
+            addresses: 100,
+            per_address: plan.slow_per_address,
+            interval: plan.slow_interval,
+            content_length: plan.slow_content_length,
+        },
+    }
+}
+
+/// Kernel round trips, then `GET /api/contents`, of the logged-in client
+/// while `kind` attacks the front (or nothing does); the front's memory
+/// around it.
+async fn under_attack(
+    plan: &Plan,
+    t: &Target,
+    aim: &attack::Aim,
+    kind: Option<attack::Kind>,
+    index: usize,
+) -> Result<AttackRun> {
+    let name = kind.map_or("unloaded", attack::Kind::name);
+    let before = measure::settled_memory(&t.front_pids, Duration::from_secs(10)).await?;
+    let jupyter_before = procfs::open_files(t.jupyter_pid)?;
+    let shape = kind.map(|k| attack_shape(plan, k));
+    let running = match shape {
+        Some(shape) => {
+            eprintln!(
+                "==> {}: {name} from {} addresses, {}s",
+                t.via.name(),
+                shape.addresses,
+                plan.attack_time.as_secs()
+            );
+            let total = usize::from(shape.addresses) * shape.per_address;
+            let running =
+                attack::start(aim, shape, plan.attack_time * 4 + Duration::from_secs(60))?;
+            // Measure once the attack is in place: every slow connection
+            // open, or every guesser has sent its first form.
+            attack::ramp(&running, Duration::from_secs(15), |a| match shape.kind {
+                attack::Kind::SlowBody => a.open() >= total,
+                attack::Kind::GuessingFlood => a.sent() >= total,
+            })
+            .await;
+            Some(running)
+        }
+        None => {
+            eprintln!(
+                "==> {}: unloaded, {}s",
+                t.via.name(),
+                plan.attack_time.as_secs()
+            );
+            None
+        }
+    };
+    let half = plan.attack_time / 2;
+    let rtt = measure::kernel_round_trips(t, 100 + index, 2, plan.attack_rtt_samples, half)
+        .await
+        .map_err(|e| format!("{e:#}"));
+    let api = measure::api_load(t, "attack", plan.attack_api_requests, 1, half)
+        .await
+        .map_err(|e| format!("{e:#}"));
+    let during = procfs::memory(&t.front_pids)?;
+    let jupyter_during = procfs::open_files(t.jupyter_pid)?;
+    let stats = running.map(attack::Running::stop).unwrap_or_default();
+    let after = measure::settled_memory(&t.front_pids, Duration::from_secs(10)).await?;
+    Ok(AttackRun {
+        attack: shape,
+        rtt,
+        api,
+        before,
+        during,
+        after,
+        jupyter_files: (jupyter_before, jupyter_during),
+        stats,
+    })
 }
 
 /// `items` starting at `rep` (mod len): each path goes first in some runs,

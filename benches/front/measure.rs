@@ -113,8 +113,10 @@ pub struct LoadRun {
     pub cpu: Cpu,
 }
 
+/// `part` names the load to `BENCH_HOOK`.
 pub async fn api_load(
     target: &Target,
+    part: &str,
     total: usize,
     connections: usize,
     limit: Duration,
@@ -127,7 +129,7 @@ pub async fn api_load(
         senders.push((s, conn));
     }
     let next = Arc::new(AtomicUsize::new(0));
-    hook("start", "api", target)?;
+    hook("start", part, target)?;
     let probe = CpuProbe::start(target)?;
     let started = Instant::now();
     let deadline = started + limit;
@@ -163,7 +165,7 @@ pub async fn api_load(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = probe.stop()?;
-    hook("stop", "api", target)?;
+    hook("stop", part, target)?;
     Ok(LoadRun {
         requests: all.len(),
         secs,

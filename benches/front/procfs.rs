@@ -79,6 +79,14 @@ pub fn memory(pids: &[u32]) -> Result<Memory> {
     Ok(m)
 }
 
+/// Open file descriptors of `pid` (sockets included).
+pub fn open_files(pid: u32) -> Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    Ok(std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {dir}"))?
+        .count())
+}
+
 /// The parent pid and state of `pid`, from `/proc/PID/stat`.
 fn stat(pid: u32) -> Option<(u32, char)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

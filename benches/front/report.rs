@@ -4,11 +4,12 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::attack::Kind;
 use crate::client::Via;
 use crate::measure::Percentiles;
 use crate::procfs::{self, Memory};
 use crate::stack::Versions;
-use crate::{Plan, Results, command_output};
+use crate::{AttackRun, Plan, Results, command_output};
 
 /// What the numbers were measured on.
 pub fn machine(v: &Versions) -> Vec<(&'static str, String)> {
@@ -412,6 +413,8 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     }
     rows.push(row);
 
+    attack_rows(&mut rows, r);
+
     let mut row = Row::new(
         "start: process start to READY, minus Jupyter's own start to answering, ms",
         "lower",
@@ -431,6 +434,17 @@ pub fn render(plan: &Plan, r: &Results) -> String {
          (master and workers) or the notebookd process (not its Jupyter child).\n\n",
     );
     summary_table(o, &rows);
+    let failed = r
+        .attacks
+        .values()
+        .flatten()
+        .any(|a| a.rtt.is_err() || a.api.is_err());
+    if failed {
+        o.push_str(
+            "\nUnder attack, — means that the logged-in client's measurement failed\n\
+             during the attack: section 8 says how.\n",
+        );
+    }
 
     // Details.
     o.push_str("\n## Details\n\n### 1. `GET /api/contents`\n\n");
@@ -620,8 +634,233 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         num(own, 0),
     );
 
+    if !r.attacks.is_empty() {
+        attacks(o, plan, r);
+    }
+
     o.push_str(METHOD);
     out
+}
+
+/// The runs of one path: the unloaded one and those under attack.
+fn attack_run(r: &Results, via: Via, kind: Option<Kind>) -> Option<&AttackRun> {
+    r.attacks
+        .get(&via)?
+        .iter()
+        .find(|a| a.attack.map(|s| s.kind) == kind)
+}
+
+fn rtt_of(a: &AttackRun) -> Option<Percentiles> {
+    a.rtt.as_ref().ok().map(|s| Percentiles::of(&mut s.clone()))
+}
+
+fn api_p99(a: &AttackRun) -> Option<f64> {
+    a.api.as_ref().ok().map(|x| ms(x.latency.p99))
+}
+
+/// Summary rows of the attack part: the unloaded figures, then each
+/// attack's as a ratio to them.
+fn attack_rows(rows: &mut Vec<Row>, r: &Results) {
+    if r.attacks.is_empty() {
+        return;
+    }
+    let fronts = [Via::Nginx, Via::Notebookd];
+    type Pick = fn(&AttackRun) -> Option<f64>;
+    let figures: [(&str, Pick); 3] = [
+        ("kernel round trip `1+1` p50", |a| {
+            rtt_of(a).map(|p| ms(p.p50))
+        }),
+        ("kernel round trip `1+1` p99", |a| {
+            rtt_of(a).map(|p| ms(p.p99))
+        }),
+        ("`GET /api/contents` p99", api_p99),
+    ];
+    for (name, pick) in figures {
+        let mut row = Row::new(
+            format!("logged-in client, unloaded (attack part): {name}, ms"),
+            "lower",
+            2,
+        );
+        for v in fronts {
+            row = row.set(v, attack_run(r, v, None).and_then(pick));
+        }
+        rows.push(row);
+    }
+    for kind in [Kind::SlowBody, Kind::GuessingFlood] {
+        for (i, (name, pick)) in figures.iter().enumerate() {
+            let goal = if i == 0 { "" } else { " (goal ≤ 2)" };
+            let mut row = Row::new(
+                format!("during the {}: {name} ÷ unloaded{goal}", kind.name()),
+                "lower",
+                2,
+            );
+            for v in fronts {
+                let during = attack_run(r, v, Some(kind)).and_then(pick);
+                let unloaded = attack_run(r, v, None).and_then(pick);
+                row = row.set(
+                    v,
+                    during
+                        .zip(unloaded)
+                        .filter(|(_, u)| *u > 0.0)
+                        .map(|(d, u)| d / u),
+                );
+            }
+            rows.push(row);
+        }
+        let mut row = Row::new(
+            format!(
+                "{}: RSS of the front once it ended minus before, MiB",
+                kind.name()
+            ),
+            "lower",
+            1,
+        );
+        for v in fronts {
+            row = row.set(
+                v,
+                attack_run(r, v, Some(kind)).map(|a| mib(a.after.rss_kib) - mib(a.before.rss_kib)),
+            );
+        }
+        rows.push(row);
+    }
+}
+
+/// Section 8: the logged-in client while unauthenticated clients attack.
+fn attacks(o: &mut String, plan: &Plan, r: &Results) {
+    let flood = crate::attack_shape(plan, Kind::GuessingFlood);
+    let slow = crate::attack_shape(plan, Kind::SlowBody);
+    let secs = plan.attack_time.as_secs_f64();
+    o.push_str("\n### 8. Under attack\n\n");
+    let _ = writeln!(
+        o,
+        "A logged-in client (on 127.0.0.1) measures kernel `1+1` round trips for\n\
+         {half} s, then `GET /api/contents` one at a time on one keep-alive\n\
+         connection for {half} s, first with nothing else going on, then while\n\
+         unauthenticated clients attack the front, each from its own loopback\n\
+         address (bound before connecting, so the front sees other clients).\n\
+         **Slow body**: {slow_n} TLS connections ({slow_per} from each of\n\
+         127.0.{slow_net}.1–{slow_last}) send a complete `POST /login` head announcing\n\
+         `Content-Length: {cl}`, then one byte of body every {slow_iv} s; a connection\n\
+         the front answers or closes is opened again a second later. **Guessing\n\
+         flood**: {flood_n} clients ({flood_per} from each of 127.0.{flood_net}.1–{flood_last},\n\
+         one IPv4 /24) post the login form with a wrong password (and a matching\n\
+         `_xsrf` cookie and field) on keep-alive connections, each at most one\n\
+         attempt every {flood_iv} ms (up to {rate} attempts/s in all), reconnecting\n\
+         when the front closes. The slow bodies come before the flood, the\n\
+         baseline before both; measuring starts once every slow connection is\n\
+         open or every guesser has sent a form (at most 15 s), and each attack\n\
+         lasts as long as the measuring ({secs} s). The attackers run in the\n\
+         benchmark process on a thread of their own with their own tokio runtime,\n\
+         on the same cores as everything else: a ratio here includes their CPU.\n\
+         The front's RSS is read when the attack starts, at its end (attack\n\
+         connections still open), and once they closed and the RSS settled\n\
+         (at most 10 s); the open files of the Jupyter behind the front (its\n\
+         sockets included) when the attack starts and at its end show whether\n\
+         the attack reaches through the front.\n",
+        half = num(secs / 2.0, 1),
+        slow_n = usize::from(slow.addresses) * slow.per_address,
+        slow_per = slow.per_address,
+        slow_net = slow.net,
+        slow_last = slow.addresses,
+        cl = slow.content_length,
+        slow_iv = slow.interval.as_secs(),
+        flood_n = usize::from(flood.addresses) * flood.per_address,
+        flood_per = flood.per_address,
+        flood_net = flood.net,
+        flood_last = flood.addresses,
+        flood_iv = flood.interval.as_millis(),
+        rate = num(
+            usize::from(flood.addresses) as f64 * flood.per_address as f64
+                / flood.interval.as_secs_f64(),
+            0
+        ),
+        secs = num(secs, 0),
+    );
+    o.push_str(
+        "What each front does about it. **notebookd** runs with its shipped\n\
+         defaults: the whole login form must arrive within\n\
+         `limits.body_read_timeout` (30 s, then 408), at most\n\
+         `limits.max_connections_per_client` (256) connections per address,\n\
+         `auth.login_attempts` (10 per minute) per address, four times that\n\
+         per IPv4 /24 and a global failure budget, a form that must wait refused\n\
+         (429) before it is read, and password checks (argon2id) on a bounded\n\
+         number of threads. **nginx** runs the benchmark's site as section\n\
+         Method describes it, which sets no `limit_req` or `limit_conn` and none\n\
+         of the client timeouts, so nginx's defaults apply: `client_header_timeout\n\
+         60s`, `client_body_timeout 60s` (between two reads, not for the whole\n\
+         body), `send_timeout 60s`, `keepalive_timeout 75s`, with\n\
+         `worker_connections 4096` and `client_max_body_size 100m`; with\n\
+         `proxy_request_buffering off` it passes a request to Jupyter as soon as\n\
+         its head arrived, so every slow body also holds a connection to Jupyter.\n\
+         The Jupyter behind nginx is configured like notebookd's child, with\n\
+         its own token and password off (notebookd does the login), and Jupyter\n\
+         then has no login page: each form posted through nginx gets Tornado's\n\
+         404 page. So on the nginx path the flood measures 100 clients' requests\n\
+         through nginx into Jupyter's event loop, not password checks; a\n\
+         Jupyter with a password of its own would hash each guess in that event\n\
+         loop, which is not measured here.\n\n",
+    );
+    o.push_str(
+        "| path | load | kernel samples | kernel p50 ms | kernel p99 ms | API requests | API p99 ms | kernel p99 ÷ unloaded | API p99 ÷ unloaded | front RSS before / at end / after, MiB | Jupyter's open files before / at end | what the attackers did and got |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
+    );
+    for (via, runs) in &r.attacks {
+        let unloaded = attack_run(r, *via, None);
+        for a in runs {
+            let load = a.attack.map_or("unloaded", |s| s.kind.name());
+            let (samples, p50, p99) = match (&a.rtt, rtt_of(a)) {
+                (Ok(s), Some(p)) => (num(s.len() as f64, 0), num(ms(p.p50), 2), num(ms(p.p99), 2)),
+                (Err(e), _) => (format!("failed: {}", cell_text(e)), "—".into(), "—".into()),
+                _ => ("—".into(), "—".into(), "—".into()),
+            };
+            let (requests, api) = match &a.api {
+                Ok(x) => (num(x.requests as f64, 0), num(ms(x.latency.p99), 2)),
+                Err(e) => (format!("failed: {}", cell_text(e)), "—".into()),
+            };
+            let ratio_of = |pick: fn(&AttackRun) -> Option<f64>| match a.attack {
+                None => "—".into(),
+                Some(_) => ratio(pick(a), unloaded.and_then(pick)),
+            };
+            let stats = &a.stats;
+            let did = match a.attack.map(|s| s.kind) {
+                None => "—".into(),
+                Some(Kind::SlowBody) => format!(
+                    "{} connections ({} failed to connect), at most {} open at once, {} body bytes sent; {} ended by the front before the attack did; answers: {}",
+                    stats.connections,
+                    stats.connect_errors,
+                    stats.peak_open,
+                    stats.sent,
+                    stats.closed_by_front,
+                    stats.statuses_text()
+                ),
+                Some(Kind::GuessingFlood) => format!(
+                    "{} forms posted on {} connections ({} failed to connect, {} ended by the front); answers: {}",
+                    stats.sent,
+                    stats.connections,
+                    stats.connect_errors,
+                    stats.closed_by_front,
+                    stats.statuses_text()
+                ),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {load} | {samples} | {p50} | {p99} | {requests} | {api} | {} | {} | {} / {} / {} | {} / {} | {did} |",
+                via.name(),
+                ratio_of(|a| rtt_of(a).map(|p| ms(p.p99))),
+                ratio_of(api_p99),
+                num(mib(a.before.rss_kib), 1),
+                num(mib(a.during.rss_kib), 1),
+                num(mib(a.after.rss_kib), 1),
+                a.jupyter_files.0,
+                a.jupyter_files.1,
+            );
+        }
+    }
+}
+
+/// An error message fit for a table cell.
+fn cell_text(e: &str) -> String {
+    e.replace('|', "/").replace('\n', " ")
 }
 
 /// Section 6: does memory come back after loads?
