@@ -55,6 +55,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for note in notes {
         tracing::warn!("{note}");
     }
+    memory::tune_allocator();
     let files = nofile::raise(config.limits.max_connections).map_err(anyhow::Error::msg)?;
     tracing::debug!("open-file limit: {files}");
     prepare_dir(&config.server.state_dir, 0o700, "server.state_dir")?;
