@@ -2,8 +2,8 @@
 //! .deb's whole life in a booted Debian bookworm with systemd: install (which
 //! pulls Debian's Jupyter), first start without a password, login over TLS
 //! with the generated certificate, numpy and matplotlib in a kernel under the
-//! hardened unit, restart, reload, crashes, the watchdog, upgrade, remove and
-//! purge.
+//! hardened unit, restart, reload, crashes, the watchdog, the classic UI's
+//! Logout in Chromium, upgrade, remove and purge.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -129,6 +129,77 @@ async fn wait_serving(base: &str, ca: &[u8], what: &str) -> Browser {
     b
 }
 
+/// The classic Notebook's Logout button (notebookd's custom.js) in Chromium.
+/// The browser trusts the tests' CA, so its certificate is installed with
+/// `nbctl cert install` for the scenario (swapped in without a restart) and
+/// the generated one put back afterwards.
+async fn classic_logout_in_chromium(c: &Container, port: u16, generated: &[u8]) {
+    let Some(tools) = crate::browser::tools() else {
+        return;
+    };
+    let certs = crate::support::certs();
+    let installed = |cert: &str, key: &str| {
+        c.ok(&format!("nbctl cert install {cert} {key} 2>&1"));
+    };
+    c.ok("cp /etc/notebook/tls/cert.pem /etc/notebook/tls/key.pem /root/");
+    c.write(
+        "/root/test-cert.pem",
+        &std::fs::read_to_string(certs.cert()).unwrap(),
+    );
+    c.write(
+        "/root/test-key.pem",
+        &std::fs::read_to_string(certs.key()).unwrap(),
+    );
+    installed("/root/test-cert.pem", "/root/test-key.pem");
+    let test_ca = certs.ca_pem();
+    Browser::wait_logged_in(
+        &format!("https://localhost:{port}/"),
+        &test_ca,
+        PASSWORD,
+        Duration::from_secs(60),
+    )
+    .await;
+    let name = notebookd::auth::session::COOKIE_NAME;
+    let settings = serde_json::json!({
+        "ca": certs.ca(),
+        "nb": format!("https://notebook.test:{port}"),
+        "password": PASSWORD,
+        "artifacts": crate::browser::artifacts(),
+        "cookieName": name,
+    });
+    let r = tokio::task::spawn_blocking(move || {
+        crate::browser::run_scenario(&tools, "classic-logout.js", &settings)
+    })
+    .await
+    .unwrap();
+    // The cookie the browser held is dead on the server too.
+    let value = r["cookie"].as_str().expect("cookie value");
+    let b = Browser::trusting(&format!("https://localhost:{port}/"), &test_ca, None);
+    let replayed = b
+        .client
+        .get(format!("https://localhost:{port}/api/contents"))
+        .header("Cookie", format!("{name}={value}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        replayed, 401,
+        "the classic UI's Logout left the session alive"
+    );
+    installed("/root/cert.pem", "/root/key.pem");
+    assert_eq!(
+        std::fs::read(c.path("/etc/notebook/tls/cert.pem")).unwrap(),
+        generated
+    );
+    wait_serving(
+        &format!("https://localhost:{port}/"),
+        generated,
+        "with its own certificate again",
+    )
+    .await;
+}
+
 /// The drop-in that notebook.service's header gives under `title`.
 fn documented_drop_in(title: &str) -> String {
     let unit = std::fs::read_to_string(repo_root().join("systemd/notebook.service")).unwrap();
@@ -244,11 +315,24 @@ async fn deb_lifecycle_in_booted_debian() {
     let saved = c.path("/var/lib/notebook/notebooks/hello.ipynb");
     assert!(saved.exists());
 
-    // Restart: a new process, the notebook is still there.
+    // Restart: a new process, the notebook is still there. A normal stop
+    // (with a kernel running) and start of Debian's classic Notebook log
+    // nothing at WARN or above.
+    let warnings = || {
+        c.sh("journalctl -u notebook -p warning --no-pager -o cat")
+            .stdout
+    };
+    let earlier = warnings();
     let pid = main_pid(&c);
     c.ok("systemctl restart notebook");
     assert_ne!(main_pid(&c), pid);
     let b = wait_serving(&base, &ca, "after systemctl restart").await;
+    let now = warnings();
+    let new_lines = now.strip_prefix(earlier.as_str()).unwrap_or(&now);
+    assert!(
+        new_lines.trim().is_empty(),
+        "a normal stop and start logged at WARN or above:\n{new_lines}"
+    );
 
     // A broken config: the reload fails, the journal says why, and the
     // running daemon keeps serving with the old config.
@@ -358,6 +442,8 @@ async fn deb_lifecycle_in_booted_debian() {
     ));
     c.ok("systemctl daemon-reload && systemctl restart notebook");
     wait_serving(&base, &ca, "back on the test's port").await;
+
+    classic_logout_in_chromium(&c, port, &ca).await;
 
     // Upgrade: restarted with the new package; config (password), certificate
     // and notebooks kept.
