@@ -778,9 +778,11 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
     );
     o.push_str(
         "What each front does about it. **notebookd** runs with its shipped\n\
-         defaults: the whole login form must arrive within\n\
+         defaults but one: the whole login form must arrive within\n\
          `limits.body_read_timeout` (30 s, then 408), at most\n\
-         `limits.max_connections_per_client` (256) connections per address,\n\
+         `limits.max_connections_per_client` connections per address (1,024\n\
+         here, not the shipped 256, because the memory rounds open 1,000\n\
+         WebSockets from one address; each attacker address holds 2 to 5),\n\
          `auth.login_attempts` (10 per minute) per address, four times that\n\
          per IPv4 /24 and a global failure budget, a form that must wait refused\n\
          (429) before it is read, and password checks (argon2id) on a bounded\n\

@@ -275,6 +275,7 @@ impl Stack {
             "[server]\nlisten = \"127.0.0.1:{notebookd_port}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\n\n\
              [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [auth]\npassword_hash = \"{hash}\"\n\n\
+             [limits]\n# The memory rounds open 1,000 WebSockets from one address.\nmax_connections_per_client = 1024\n\n\
              [jupyter]\ncommand = \"{jupyter}\"\nroot_dir = \"{root}\"\n",
             state = d.join("nb/state").display(),
             run = d.join("nb/run").display(),
