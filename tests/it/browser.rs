@@ -358,29 +358,12 @@ async fn chromium_keeps_an_edit_across_an_expired_session() {
     );
 }
 
-/// `nbctl token create NAME` on `n`'s config; the token, once the daemon has read it.
-async fn create_token(n: &Notebookd, name: &str) -> String {
-    let out = tokio::task::spawn_blocking({
-        let config = n.config_path();
-        let name = name.to_string();
-        move || crate::nbctl::nbctl(&config, &["token", "create", &name])
-    })
-    .await
-    .unwrap();
-    out.expect(0, &[]);
-    n.wait_log(
-        &format!("API token added token={name}"),
-        Duration::from_secs(10),
-    );
-    out.stdout.trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_lab_token_url_logs_in_and_drops_the_token() {
     let Some(tools) = tools() else { return };
     let n = Notebookd::start();
     std::fs::write(n.root_dir().join("here.txt"), "x").unwrap();
-    let token = create_token(&n, "desktop").await;
+    let token = crate::remote_clients::create_token(&n, "desktop").await;
     let settings = with_settings(base_settings(&n), json!({"token": token}));
     let r = tokio::task::spawn_blocking(move || run_scenario(&tools, "lab-token.js", &settings))
         .await
@@ -426,7 +409,7 @@ async fn chromium_cors_page_runs_code_with_a_token_only_from_an_allowed_origin()
         ..Options::default()
     });
     std::fs::write(n.root_dir().join("shared.txt"), "x").unwrap();
-    let token = create_token(&n, "thebe").await;
+    let token = crate::remote_clients::create_token(&n, "thebe").await;
     let _site = api_site(site_port, &tools.services_bundle).await;
     let settings = with_settings(
         base_settings(&n),

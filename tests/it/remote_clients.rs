@@ -192,7 +192,7 @@ async fn vscode_token_url_reaches_a_kernel() {
 }
 
 /// `nbctl token create NAME` on `n`'s config; the token, once the daemon has read it.
-async fn create_token(n: &Notebookd, name: &str) -> String {
+pub async fn create_token(n: &Notebookd, name: &str) -> String {
     let out = tokio::task::spawn_blocking({
         let config = n.config_path();
         let name = name.to_string();
