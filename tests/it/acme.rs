@@ -548,16 +548,7 @@ async fn short_lived_certificates_are_renewed() {
     // the connection across the renewal, not trust: see the handshakes below).
     let b = Browser::accepting_any_certificate(&format!("https://localhost:{port}/"));
     b.login(crate::support::PASSWORD).await;
-    let started = b
-        .send_json(
-            reqwest::Method::POST,
-            "api/kernels",
-            &serde_json::json!({"name": "python3"}),
-        )
-        .await;
-    assert_eq!(started.status(), 201);
-    let kernel: serde_json::Value = started.json().await.unwrap();
-    let id = kernel["id"].as_str().expect("kernel id");
+    let id = b.start_kernel().await;
     let mut ws = KernelSocket::open(
         &format!("wss://localhost:{port}/api/kernels/{id}/channels"),
         &b.cookie_header(),

@@ -282,9 +282,21 @@ async fn guess_from(n: &Notebookd, ip: Ipv4Addr, password: &str) -> u16 {
         &crate::support::certs().ca_pem(),
         Some(ip.into()),
     );
-    b.client
-        .post(n.url("login"))
-        .form(&[("password", password), ("next", "/tree")])
+    post_login(&b, n, None, password).await
+}
+
+/// One login form from `b` (on behalf of `forwarded_for`, if given); the status.
+async fn post_login(
+    b: &Browser,
+    n: &Notebookd,
+    forwarded_for: Option<&str>,
+    password: &str,
+) -> u16 {
+    let mut req = b.client.post(n.url("login"));
+    if let Some(ip) = forwarded_for {
+        req = req.header("X-Forwarded-For", ip);
+    }
+    req.form(&[("password", password), ("next", "/tree")])
         .send()
         .await
         .expect("POST login")
@@ -687,19 +699,8 @@ async fn fifteen_hundred_idle_connections_cost_no_kernel() {
     raise_own_nofile(ATTACK as u64 + 1024);
     let b = n.logged_in().await;
     // A kernel before the attack, reached again during it.
-    let started = b
-        .send_json(
-            reqwest::Method::POST,
-            "api/kernels",
-            &serde_json::json!({"name": "python3"}),
-        )
-        .await;
-    assert_eq!(started.status(), 201);
-    let kernel: serde_json::Value = started.json().await.unwrap();
-    let ws = n.ws_url(&format!(
-        "api/kernels/{}/channels",
-        kernel["id"].as_str().unwrap()
-    ));
+    let id = b.start_kernel().await;
+    let ws = n.ws_url(&format!("api/kernels/{id}/channels"));
     let round_trip = async |during: &str| {
         let run = crate::support::kernel::execute_trusting(
             &ws,
@@ -836,16 +837,7 @@ async fn fifteen_hundred_idle_connections_cost_no_kernel() {
 /// One guess with `password` for the client at `ip`, sent through the
 /// trusted proxy on 127.0.0.1 (`X-Forwarded-For`); the status.
 async fn guess_via_proxy(proxy: &Browser, n: &Notebookd, ip: &str, password: &str) -> u16 {
-    proxy
-        .client
-        .post(n.url("login"))
-        .header("X-Forwarded-For", ip)
-        .form(&[("password", password), ("next", "/tree")])
-        .send()
-        .await
-        .expect("POST login")
-        .status()
-        .as_u16()
+    post_login(proxy, n, Some(ip), password).await
 }
 
 /// A guessing flood from 300 addresses of one IPv6 /48 (loopback has only

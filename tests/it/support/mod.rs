@@ -480,23 +480,7 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(n: &Notebookd) -> Browser {
-        let jar = Arc::new(reqwest::cookie::Jar::default());
-        let ca = reqwest::Certificate::from_pem(&certs().ca_pem()).expect("ca");
-        let client = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .cookie_provider(jar.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("client");
-        Browser {
-            client,
-            jar,
-            base: n.url(""),
-            origin: format!("{}://localhost:{}", n.scheme(), n.port),
-        }
+        Browser::trusting(&n.url(""), &certs().ca_pem(), None)
     }
 
     /// A browser for the site at `base` (e.g. `https://localhost:1234/nb/`)
@@ -557,6 +541,18 @@ impl Browser {
         code: &str,
         tls: Arc<rustls::ClientConfig>,
     ) -> kernel::Execution {
+        let id = self.start_kernel().await;
+        let ws = format!(
+            "{}api/kernels/{id}/channels",
+            self.base.replacen("http", "ws", 1)
+        );
+        kernel::execute_trusting(&ws, &self.cookie_header(), &self.origin, code, tls)
+            .await
+            .expect("run code in the kernel")
+    }
+
+    /// Starts a python3 kernel; its id.
+    pub async fn start_kernel(&self) -> String {
         let resp = self
             .send_json(
                 reqwest::Method::POST,
@@ -567,14 +563,7 @@ impl Browser {
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         assert_eq!(status, 201, "start a kernel: {body}");
-        let id = body["id"].as_str().expect("kernel id");
-        let ws = format!(
-            "{}api/kernels/{id}/channels",
-            self.base.replacen("http", "ws", 1)
-        );
-        kernel::execute_trusting(&ws, &self.cookie_header(), &self.origin, code, tls)
-            .await
-            .expect("run code in the kernel")
+        body["id"].as_str().expect("kernel id").to_string()
     }
 
     /// Keeps trying to log in to the site at `base` (trusting `ca_pem`) until
