@@ -298,6 +298,8 @@ async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
     // X-Forwarded-For is believed from the trusted nginx only: through nginx
     // the client is the browser's address (not what the browser claims);
     // straight to notebookd from another address, the header is ignored.
+    // The log reaches the test through a pipe: wait for the line, then compare.
+    n.wait_log(" login client=", Duration::from_secs(30));
     assert_eq!(logged_clients(&n, " login"), ["127.0.0.3"]);
     let forger = Browser::trusting(
         &base,
@@ -326,6 +328,7 @@ async fn shipped_nginx_site_fronts_notebookd_on_a_sub_path() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    n.wait_log("failed login client=127.0.0.2", Duration::from_secs(30));
     assert_eq!(
         logged_clients(&n, "failed login"),
         ["127.0.0.4", "127.0.0.2"],
