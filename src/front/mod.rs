@@ -16,6 +16,7 @@ pub mod client;
 pub mod cors;
 pub mod gateway;
 pub mod headers;
+pub mod jupyter_socket;
 pub mod limits;
 pub mod listen;
 pub mod login;

@@ -21,9 +21,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 
 use super::client::ClientInfo;
+use super::jupyter_socket::JupyterSocket;
 use super::limits::{ConnectionSlot, Deadlines, ProgressBody};
 use crate::auth::sessions::Ending;
 
@@ -157,7 +157,7 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<(SendRequest<UpstreamBody>, JupyterConnection), ProxyError> {
-        let stream = UnixStream::connect(&self.socket)
+        let stream = JupyterSocket::connect(&self.socket)
             .await
             .map_err(|e| ProxyError::Connect(format!("{}: {e}", self.socket.display())))?;
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
