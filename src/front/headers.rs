@@ -107,10 +107,13 @@ pub fn hsts_applies(host: Option<&HeaderValue>) -> bool {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.trim_end_matches('.');
+    let localhost = |n: &str| n.eq_ignore_ascii_case("localhost");
     !(name.is_empty()
-        || name == "localhost"
-        || name.ends_with(".localhost")
+        || localhost(name)
+        || name
+            .rsplit_once('.')
+            .is_some_and(|(_, last)| localhost(last))
         || name.parse::<std::net::Ipv4Addr>().is_ok())
 }
 

@@ -322,21 +322,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
     }
 }
 
-/// `limits.body_read_timeout` and `jupyter.response_timeout`, handed to the
-/// request's handlers with the request (an extension set when hyper hands
-/// it over).
+/// `limits.body_read_timeout` and `jupyter.response_timeout`.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     pub body: Duration,
     pub response: Duration,
 }
 
-impl Default for Deadlines {
-    /// The config's defaults.
-    fn default() -> Self {
+impl Deadlines {
+    pub fn of(config: &crate::config::Config) -> Deadlines {
         Deadlines {
-            body: Duration::from_secs(30),
-            response: Duration::from_secs(300),
+            body: config.limits.body_read_timeout.get(),
+            response: config.jupyter.response_timeout.get(),
         }
     }
 }
@@ -382,7 +379,8 @@ pub struct ProgressBody<B> {
     inner: B,
     timeout: Duration,
     armed: bool,
-    sleep: Pin<Box<Sleep>>,
+    /// Made at the first wait: most requests (a GET) have no body to wait for.
+    sleep: Option<Pin<Box<Sleep>>>,
     progress: Arc<BodyProgress>,
 }
 
@@ -396,7 +394,7 @@ impl<B: Body> ProgressBody<B> {
             inner,
             timeout,
             armed: false,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
             progress,
         }
     }
@@ -428,11 +426,15 @@ where
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
+                let deadline = Instant::now() + this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if !this.armed {
                     this.armed = true;
-                    this.sleep.as_mut().reset(Instant::now() + this.timeout);
+                    sleep.as_mut().reset(deadline);
                 }
-                if this.sleep.as_mut().poll(cx).is_ready() {
+                if sleep.as_mut().poll(cx).is_ready() {
                     this.progress.timed_out.store(true, Ordering::Release);
                     return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
                 }

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::limits::{
-    ClientCounts, ConnState, ConnectionSlot, Deadlines, Held, ResponseBody, TimedIo, WarnThrottle,
+    ClientCounts, ConnState, ConnectionSlot, Held, ResponseBody, TimedIo, WarnThrottle,
 };
 use super::route::handle;
 use super::workers::Workers;
@@ -355,11 +355,6 @@ async fn drive<I>(
             if super::proxy::is_upgrade(req.headers()) {
                 req.extensions_mut().insert(ConnectionSlot(slot.clone()));
             }
-            let config = &app.settings().config;
-            req.extensions_mut().insert(Deadlines {
-                body: config.limits.body_read_timeout.get(),
-                response: config.jupyter.response_timeout.get(),
-            });
             async move {
                 state.request_started();
                 let resp = handle(app, &client_conn, req).await;

@@ -245,12 +245,7 @@ async fn post_login(
         .collect();
     // The whole form within one body_read_timeout, before anything else:
     // a client that announces a body and sends none holds nothing for long.
-    let deadline = req
-        .extensions()
-        .get::<Deadlines>()
-        .copied()
-        .unwrap_or_default()
-        .body;
+    let deadline = Deadlines::of(&settings.config).body;
     let read = Limited::new(req.into_body(), MAX_FORM_BYTES).collect();
     let body = match tokio::time::timeout(deadline, read).await {
         Ok(Ok(b)) => b.to_bytes(),

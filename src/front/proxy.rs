@@ -273,26 +273,29 @@ impl Upstream {
     }
 
     /// Sends `req` to Jupyter on the client connection's connection `conn`
-    /// and returns the response, whose body streams from Jupyter.
+    /// and returns the response, whose body streams from Jupyter. A WebSocket
+    /// it opens closes when `ending` (the session's end signal) fires.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         client: &ClientInfo,
-        session_cookie: &str,
         conn: &UpstreamConn,
+        deadlines: Deadlines,
+        ending: Option<Arc<Ending>>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let upgrade = upgrade_protocol(req.headers());
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        // The client connection's place under limits.max_connections, kept by the WebSocket.
-        let slot = req.extensions_mut().remove::<ConnectionSlot>();
-        // The session's end signal: the WebSocket closes when the session ends.
-        let ending = req.extensions_mut().remove::<Arc<Ending>>();
+        // The client connection's place under limits.max_connections, kept by
+        // the WebSocket (only an upgrade carries it).
+        let slot = upgrade
+            .as_ref()
+            .and_then(|_| req.extensions_mut().remove::<ConnectionSlot>());
 
         // The target stays as the client sent it: origin-form (the router refuses others).
         let (mut parts, body) = req.into_parts();
         parts.version = http::Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers);
-        strip_cookie(&mut parts.headers, session_cookie);
+        strip_cookie(&mut parts.headers, crate::auth::session::COOKIE_NAME);
         set_forwarded(&mut parts.headers, client);
         if let Some(proto) = &upgrade {
             parts
@@ -301,11 +304,6 @@ impl Upstream {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let deadlines = parts
-            .extensions
-            .get::<Deadlines>()
-            .copied()
-            .unwrap_or_default();
         let body = ProgressBody::new(body, deadlines.body);
         let progress = body.progress();
         let sent = self.send(conn, Request::from_parts(parts, body));
@@ -483,6 +481,14 @@ const NOT_HOP_BY_HOP: [HeaderName; 7] = [
 /// the Connection header names (but never [`NOT_HOP_BY_HOP`]).
 /// Transfer-Encoding is hyper's to set.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests and responses carry none of them, or only Connection:
+    // one look at the names present (no hashing) instead of nine removals.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING)
+    {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // `keep-alive` and `upgrade`, the usual tokens, go below anyway:
         // no HeaderName is made for them.
@@ -513,28 +519,33 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes notebookd's own session cookie from what Jupyter sees: the
 /// other cookies, trimmed, joined with `; ` into one header (one allocation).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    if !headers.contains_key(header::COOKIE) {
+    let name = name.as_bytes();
+    let is_ours = |c: &[u8]| c.strip_prefix(name).is_some_and(|v| v.first() == Some(&b'='));
+    let mut capacity = 0;
+    let mut count = 0;
+    for v in headers.get_all(header::COOKIE) {
+        capacity += v.len();
+        count += 1;
+    }
+    if count == 0 {
         return;
     }
-    let is_ours = |c: &str| c.strip_prefix(name).is_some_and(|v| v.starts_with('='));
-    let capacity = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .map(HeaderValue::len)
-        .sum();
-    let mut kept = String::with_capacity(capacity);
-    for c in headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !is_ours(c))
-    {
-        if !kept.is_empty() {
-            kept.push_str("; ");
+    let mut kept = Vec::with_capacity(capacity);
+    for value in headers.get_all(header::COOKIE) {
+        // memchr finds the separators: this runs for every proxied request.
+        let bytes = value.as_bytes();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b';', bytes).chain([bytes.len()]) {
+            let c = bytes[start..end].trim_ascii();
+            start = end + 1;
+            if c.is_empty() || is_ours(c) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(c);
         }
-        kept.push_str(c);
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
@@ -559,16 +570,21 @@ fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
         _ => Some(client.ip_header.clone()),
     };
     let host = headers.get(header::HOST).cloned();
-    for name in [
+    // What a client claims is dropped; browsers send none of these, so
+    // usually there is nothing to remove (found without hashing).
+    let claimed = [
         X_FORWARDED_FOR,
-        X_FORWARDED_PROTO,
         X_FORWARDED_HOST,
         X_REAL_IP,
         X_SCHEME,
         header::FORWARDED,
-    ] {
-        headers.remove(name);
+    ];
+    if headers.keys().any(|name| claimed.contains(name)) {
+        for name in claimed {
+            headers.remove(name);
+        }
     }
+    // The rest are replaced by the inserts below.
     if let Some(v) = for_value {
         headers.insert(X_FORWARDED_FOR, v);
     }

@@ -10,6 +10,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::client::ClientInfo;
+use super::limits::Deadlines;
 use super::proxy::{ProxiedBody, ProxyError, UpstreamConn};
 use super::target::{check_host, check_path, head_size, origin_matches};
 use super::{
@@ -169,12 +170,12 @@ async fn route(
         return Reply::Own(unavailable(settings, &req, state.describe()));
     }
     let wants_html = accepts_html(&req);
+    let deadlines = Deadlines::of(&settings.config);
     // A WebSocket of the session closes when the session ends (see proxy.rs).
-    req.extensions_mut().insert(ending.clone());
     let forwarded = tokio::select! {
         r = app
             .upstream
-            .forward(req, client, crate::auth::session::COOKIE_NAME, upstream) => r,
+            .forward(req, client, upstream, deadlines, Some(ending.clone())) => r,
         () = ending.ended() => {
             return Reply::Own(json(
                 StatusCode::UNAUTHORIZED,
