@@ -243,7 +243,7 @@ fn parse_args() -> Result<Args> {
                      BENCH_WRAP_NOTEBOOKD / BENCH_WRAP_NGINX: a command to run notebookd or\n\
                      nginx under, e.g. \"valgrind --tool=callgrind\" (then use callgrind_control\n\
                      to zero and dump around one part).\n\
-                     BENCH_HOOK: a command run as `CMD start|stop api|attack|download PATH PID...`\n\
+                     BENCH_HOOK: a command run as `CMD start|stop api|attack|download|handshakes PATH PID...`\n\
                      right around each measured load (PID: the front's processes; attack:\n\
                      GET /api/contents under attack).",
                     PARTS.join(",")
@@ -482,6 +482,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
                         plan.handshakes,
                         rep + 1
                     );
+                    measure::hook_pids("start", "handshakes", *via, pids)?;
                     let run = measure::handshakes(
                         &stack.tls,
                         *port,
@@ -491,6 +492,7 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
                         plan.handshake_limit,
                     )
                     .await?;
+                    measure::hook_pids("stop", "handshakes", *via, pids)?;
                     r.handshakes
                         .entry(kind)
                         .or_default()

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Target, alongside, tls_stream};
+use crate::client::{Target, Via, alongside, tls_stream};
 use crate::procfs;
 use crate::v1_frames::{SUBPROTOCOL, pack_v1, unpack_v1};
 
@@ -64,12 +64,17 @@ impl CpuProbe {
 /// right around a measured load: e.g. to zero and dump callgrind's counters
 /// of exactly the measured requests.
 fn hook(phase: &str, part: &str, target: &Target) -> Result<()> {
+    hook_pids(phase, part, target.via, &target.front_pids)
+}
+
+/// [`hook`] for a server that is not a [`Target`] (the handshake part).
+pub fn hook_pids(phase: &str, part: &str, via: Via, pids: &[u32]) -> Result<()> {
     let Ok(command) = std::env::var("BENCH_HOOK") else {
         return Ok(());
     };
     let status = std::process::Command::new(&command)
-        .args([phase, part, target.via.name()])
-        .args(target.front_pids.iter().map(u32::to_string))
+        .args([phase, part, via.name()])
+        .args(pids.iter().map(u32::to_string))
         .status()
         .with_context(|| format!("cannot run BENCH_HOOK {command}"))?;
     if !status.success() {
