@@ -184,7 +184,10 @@ pub enum CertCommand {
 
 /// Shows the running daemon's ACME state (`[tls.acme]`), or asks it to renew now.
 ///
-/// Exits with 1 if ACME is failing or off, 3 if notebookd is not running.
+/// The state names when renewal is due and which rule set it: the time
+/// picked in the CA's renewal window (RFC 9773 ARI) where the CA offers one
+/// and it is earlier, else tls.acme.renew_before or a third of the lifetime
+/// left. Exits with 1 if ACME is failing or off, 3 if notebookd is not running.
 #[derive(Debug, Args)]
 pub struct CertAcmeArgs {
     /// Order a new certificate now instead of waiting for renewal (or the next retry).
