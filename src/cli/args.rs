@@ -75,9 +75,12 @@ pub enum NbctlCommand {
 ///
 /// The config; the certificate (chain, expiry, names against
 /// server.public_url and server.listen); the key's permissions; whether the
-/// names of server.public_url and tls.acme.domains resolve; ACME; the
-/// Jupyter command, its version and kernelspecs; the running daemon; the
-/// systemd unit (enabled, active, drop-ins). With the daemon running, it
+/// names of server.public_url and tls.acme.domains resolve; ACME: its
+/// state, whether each domain leads to this machine (its addresses, and
+/// notebookd's probe asked through the name), and this machine's clock
+/// against the CA's (the Date of its directory); the Jupyter command, its
+/// version and kernelspecs; the running daemon; the systemd unit (enabled,
+/// active, drop-ins). With the daemon running, it
 /// connects to server.public_url and asks notebookd what arrived: whether a
 /// proxy in front is trusted and sends X-Forwarded-Proto, and whether a
 /// WebSocket upgrade passes. Run it as root or a member of group notebook

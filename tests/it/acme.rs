@@ -10,7 +10,8 @@
 //! `renew_before` and "a third of the lifetime"); trixie's 2.6, unpacked by
 //! tests/setup/acme.sh, offers it (RFC 9773, ARI): its window moves renewal
 //! earlier, and a revoked certificate is replaced at once, the new order
-//! naming the one it replaces.
+//! naming the one it replaces. `nbctl doctor` runs against both, with the
+//! test domains in an /etc/hosts of its own mount namespace.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 
-use crate::nbctl::nbctl;
+use crate::nbctl::{NBCTL, nbctl};
 use crate::support::kernel::KernelSocket;
 use crate::support::{
     Browser, Notebookd, Options, certs, free_port, missing_tool, repo_root, rustls_client_trusting,
@@ -340,6 +341,68 @@ fn assert_private(path: &Path) {
     assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
 }
 
+/// `nbctl doctor --json` with `hosts` as /etc/hosts (in a mount namespace
+/// of its own, so the test domains resolve for it as Pebble's DNS server
+/// resolves them for the CA), through `faketime OFFSET` if given: the exit
+/// status and the checks. `None` (after a loud skip outside CI) when this
+/// cannot be done: not root, or no unshare/faketime.
+async fn doctor_resolving(
+    config: &Path,
+    hosts: &str,
+    faketime: Option<&str>,
+) -> Option<(i32, Vec<serde_json::Value>)> {
+    if !nix::unistd::Uid::effective().is_root() {
+        missing_tool(
+            "root",
+            "nbctl doctor with the test domains in /etc/hosts needs a mount namespace",
+        );
+        return None;
+    }
+    if faketime.is_some() && notebookd::jupyter::flavour::find_program("faketime", None).is_none() {
+        missing_tool("faketime", "apt-get install faketime (tests/setup/acme.sh)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hosts");
+    std::fs::write(
+        &file,
+        format!("127.0.0.1 localhost\n::1 localhost\n{hosts}"),
+    )
+    .unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(&file);
+    if let Some(offset) = faketime {
+        cmd.args(["faketime", "-f", offset]);
+    }
+    cmd.arg(NBCTL)
+        .arg("--config")
+        .arg(config)
+        .args(["doctor", "--json"]);
+    let out = blocking(move || cmd.output().expect("run unshare")).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Some((out.status.code().unwrap_or(-1), checks))
+}
+
+/// The check named `name` (the first, or the one whose message contains `about`).
+fn doctor_line<'a>(
+    checks: &'a [serde_json::Value],
+    name: &str,
+    about: &str,
+) -> &'a serde_json::Value {
+    checks
+        .iter()
+        .find(|c| c["name"] == name && c["message"].as_str().unwrap_or("").contains(about))
+        .unwrap_or_else(|| panic!("no {name} check about {about:?} in {checks:#?}"))
+}
+
 /// Revokes the certificate notebookd stored, as its ACME account (the
 /// credentials in STATE_DIR/acme), the way an administrator or the CA
 /// would after a key leak.
@@ -540,6 +603,50 @@ async fn obtains_through(challenge: &str) {
     let renewed = wait_new_serial(&n, port, &pebble, &serial, "nbctl cert acme --renew").await;
 
     if with_ari {
+        // doctor: the ACME state, the domain leading to this notebookd, and
+        // the clock against Pebble's Date; then with a clock two hours ahead.
+        if let Some((code, checks)) =
+            doctor_resolving(&n.config_path(), &format!("127.0.0.1 {DOMAIN}\n"), None).await
+        {
+            let acme = doctor_line(&checks, "acme", "certificate for nb.test");
+            assert_eq!(acme["verdict"], "ok", "{checks:#?}");
+            let domain = doctor_line(&checks, "acme domain", DOMAIN);
+            assert_eq!(domain["verdict"], "ok", "{checks:#?}");
+            assert!(
+                domain["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("leads to this notebookd"),
+                "{checks:#?}"
+            );
+            let clock = doctor_line(&checks, "clock", "ACME CA");
+            assert_eq!(clock["verdict"], "ok", "{checks:#?}");
+            let failed: Vec<_> = checks.iter().filter(|c| c["verdict"] == "fail").collect();
+            assert_eq!(code, i32::from(!failed.is_empty()), "{checks:#?}");
+        }
+        if let Some((code, checks)) = doctor_resolving(
+            &n.config_path(),
+            &format!("127.0.0.1 {DOMAIN}\n"),
+            Some("+2h"),
+        )
+        .await
+        {
+            let clock = doctor_line(&checks, "clock", "ACME CA");
+            assert_eq!(clock["verdict"], "fail", "{checks:#?}");
+            assert!(
+                clock["message"].as_str().unwrap().contains("ahead of"),
+                "{checks:#?}"
+            );
+            assert!(
+                clock["fix"]
+                    .as_str()
+                    .unwrap()
+                    .contains("timedatectl set-ntp true"),
+                "{checks:#?}"
+            );
+            assert_eq!(code, 1);
+        }
+
         // Pebble revokes the served certificate: its window moves into the
         // past (core.RenewalInfoImmediate). A reload asks for the window
         // again; notebookd renews at once, naming what it replaces.
@@ -727,6 +834,35 @@ async fn refused_order_is_a_clear_status_line() {
         "{text}"
     );
 
+    // doctor, with wrong.test resolving where Pebble's DNS sends the CA: the
+    // ACME state fails with what to check, and the domain is named as not
+    // leading to this notebookd, with the DNS fix.
+    if let Some((code, checks)) =
+        doctor_resolving(&n.config_path(), "127.0.0.2 wrong.test\n", None).await
+    {
+        assert_eq!(code, 1, "{checks:#?}");
+        let acme = doctor_line(&checks, "acme", "FAILING for wrong.test");
+        assert_eq!(acme["verdict"], "fail", "{checks:#?}");
+        assert!(
+            acme["fix"].as_str().unwrap().contains("port 443"),
+            "{checks:#?}"
+        );
+        let domain = doctor_line(&checks, "acme domain", "wrong.test");
+        assert_eq!(domain["verdict"], "warn", "{checks:#?}");
+        let message = domain["message"].as_str().unwrap();
+        assert!(
+            message.contains("127.0.0.2 is not an address of this machine")
+                && message.contains("notebookd does not answer there"),
+            "{checks:#?}"
+        );
+        assert!(
+            domain["fix"]
+                .as_str()
+                .unwrap()
+                .contains("point the A/AAAA records of wrong.test at this machine"),
+            "{checks:#?}"
+        );
+    }
 }
 
 /// Pebble issuing 30-second certificates: notebookd renews each when a

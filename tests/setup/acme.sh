@@ -2,7 +2,8 @@
 # The ACME tests (tests/it/acme.rs) run Debian's Pebble (a test-only ACME CA)
 # and its pebble-challtestsrv (a DNS server answering 127.0.0.1 for the test
 # domains), both on loopback ports the tests pick; openssl(1) makes the
-# certificate Pebble's own API is served with.
+# certificate Pebble's own API is served with; faketime(1) runs
+# `nbctl doctor` with a clock that is off, for its clock check.
 #
 # bookworm's pebble is 2.4, without renewal information (RFC 9773, ARI): it
 # covers the "a third of the lifetime" path. The ARI path needs Pebble 2.6
@@ -48,7 +49,7 @@ ensure_pebble_ari() {
 }
 
 setup_acme() {
-    ensure_apt pebble openssl
+    ensure_apt pebble openssl faketime
     ensure_pebble_ari "$CACHE" >/dev/null \
         || die "could not unpack Pebble 2.6 (tests/setup/acme.sh)"
 }
