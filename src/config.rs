@@ -123,7 +123,9 @@ pub struct Acme {
     /// PEM roots to trust for the directory (a private CA such as step-ca).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<AbsPath>,
-    /// Renew this long before expiry; `0s`: when a third of the lifetime is left.
+    /// Renew this long before expiry; `0s`: when a third of the lifetime is
+    /// left. The CA's renewal window (RFC 9773), where offered, can only
+    /// make renewal earlier.
     pub renew_before: HumanDuration,
 }
 

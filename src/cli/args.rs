@@ -75,9 +75,12 @@ pub enum NbctlCommand {
 ///
 /// The config; the certificate (chain, expiry, names against
 /// server.public_url and server.listen); the key's permissions; whether the
-/// names of server.public_url and tls.acme.domains resolve; ACME; the
-/// Jupyter command, its version and kernelspecs; the running daemon; the
-/// systemd unit (enabled, active, drop-ins). With the daemon running, it
+/// names of server.public_url and tls.acme.domains resolve; ACME: its
+/// state, whether each domain leads to this machine (its addresses, and
+/// notebookd's probe asked through the name), and this machine's clock
+/// against the CA's (the Date of its directory); the Jupyter command, its
+/// version and kernelspecs; the running daemon; the systemd unit (enabled,
+/// active, drop-ins). With the daemon running, it
 /// connects to server.public_url and asks notebookd what arrived: whether a
 /// proxy in front is trusted and sends X-Forwarded-Proto, and whether a
 /// WebSocket upgrade passes. Run it as root or a member of group notebook
@@ -184,7 +187,10 @@ pub enum CertCommand {
 
 /// Shows the running daemon's ACME state (`[tls.acme]`), or asks it to renew now.
 ///
-/// Exits with 1 if ACME is failing or off, 3 if notebookd is not running.
+/// The state names when renewal is due and which rule set it: the time
+/// picked in the CA's renewal window (RFC 9773 ARI) where the CA offers one
+/// and it is earlier, else tls.acme.renew_before or a third of the lifetime
+/// left. Exits with 1 if ACME is failing or off, 3 if notebookd is not running.
 #[derive(Debug, Args)]
 pub struct CertAcmeArgs {
     /// Order a new certificate now instead of waiting for renewal (or the next retry).

@@ -341,14 +341,53 @@ pub fn describe_acme(acme: &Value) -> Option<String> {
             acme["hint"].as_str().unwrap_or("the log"),
         ),
         "valid" => format!(
-            "certificate for {domains} from {directory} ({challenge}); renewal at {}",
-            when(&acme["renew_at"])
+            "certificate for {domains} from {directory} ({challenge}); renewal at {} ({})",
+            when(&acme["renew_at"]),
+            renewal_reason(acme)
         ),
         "ordering" => {
             format!("ordering a certificate for {domains} from {directory} ({challenge})")
         }
         _ => format!("waiting to order a certificate for {domains} from {directory}"),
     })
+}
+
+/// Where the renewal time of an ACME status came from: the rule, and what
+/// the CA said about its renewal window (RFC 9773, ARI).
+fn renewal_reason(acme: &Value) -> String {
+    let ari = &acme["ari"];
+    let window = || format!("{} .. {}", when(&ari["start"]), when(&ari["end"]));
+    let mut text = match acme["renew_rule"].as_str() {
+        Some("ari") => format!(
+            "picked at random in the CA's renewal window {} (ARI)",
+            window()
+        ),
+        Some("renew_before") => "tls.acme.renew_before before expiry".to_string(),
+        _ => "a third of the lifetime left".to_string(),
+    };
+    let not_ari = acme["renew_rule"] != "ari";
+    match ari["state"].as_str() {
+        Some("window") if not_ari => {
+            text.push_str(&format!("; the CA's renewal window {} is later", window()));
+        }
+        Some("unsupported") => text.push_str("; the CA offers no renewal window (ARI)"),
+        Some("failing") => text.push_str(&format!(
+            "; the CA's renewal window could not be fetched ({}), next try at {}",
+            ari["error"].as_str().unwrap_or("?"),
+            when(&ari["next_check"])
+        )),
+        _ => {}
+    }
+    if ari["state"] == "window" {
+        if let Some(e) = ari["error"].as_str() {
+            text.push_str(&format!("; asking for it again failed ({e})"));
+        }
+        text.push_str(&format!("; asked again at {}", when(&ari["next_check"])));
+    }
+    if let Some(url) = ari["explanation_url"].as_str() {
+        text.push_str(&format!("; the CA explains: {url}"));
+    }
+    text
 }
 
 /// How a reload went.

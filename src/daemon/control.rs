@@ -250,6 +250,7 @@ pub fn status(app: &App, last_reload: Option<ReloadRecord>) -> serde_json::Value
             "subject": c.subject,
             "not_after": rfc3339(c.not_after),
             "not_after_unix": c.not_after,
+            "not_before_unix": c.not_before,
             "days_left": (c.not_after - now).div_euclid(86400),
             "serial": c.serial,
             "source": s.source,

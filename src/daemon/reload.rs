@@ -72,6 +72,9 @@ impl Reloader {
                 let new_plan = LaunchPlan::from_config(&settings.config);
                 self.secret = secret;
                 self.app.replace_settings(settings);
+                // ACME plans again with the new settings (and asks the CA
+                // for its renewal window again) instead of at its next wake-up.
+                self.app.acme.recheck();
                 let mut notes = vec!["configuration reloaded".to_string()];
                 if !waiting.is_empty() {
                     notes.push(format!(

@@ -14,6 +14,14 @@
 //! `tls.acme.http_listen` ([`serve_http`]), which redirect everything else
 //! to https.
 //!
+//! When renewal is due: `tls.acme.renew_before` before expiry, or when a
+//! third of the lifetime is left; where the CA offers renewal information
+//! (RFC 9773, ARI: `renewalInfo` in its directory), a time picked at random
+//! in the CA's suggested window moves renewal earlier, never later (as
+//! Certbot and Caddy do). The window is asked for again when the CA's
+//! `Retry-After` says (clamped to a minute .. a day) and at each reload; a
+//! renewal names the certificate it `replaces`.
+//!
 //! The client is instant-acme (RFC 8555, aws-lc-rs, hyper-rustls: no
 //! openssl). Account key, certificate and key live in `STATE_DIR/acme`,
 //! files 0600: `/etc` is read-only for the service.
@@ -22,6 +30,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -29,11 +38,11 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, Der, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use super::App;
@@ -49,6 +58,14 @@ const RETRY_AT_MOST: Duration = Duration::from_secs(6 * 3600);
 const RECHECK: Duration = Duration::from_secs(3600);
 /// While ACME is off, how often to look whether a reload turned it on.
 const OFF_RECHECK: Duration = Duration::from_secs(5);
+/// RFC 9773 §4.3.2: the CA's `Retry-After` for its renewal window, kept
+/// within a minute and a day.
+const ARI_RECHECK_AT_LEAST: i64 = 60;
+const ARI_RECHECK_AT_MOST: i64 = 86_400;
+/// RFC 9773 §4.3.3: after a failed window request, retry after a minute,
+/// doubling up to six hours.
+const ARI_RETRY_FIRST: i64 = 60;
+const ARI_RETRY_AT_MOST: i64 = 6 * 3600;
 
 const TEMPORARY: &str = "temporary self-signed certificate (waiting for the ACME CA)";
 
@@ -70,15 +87,42 @@ pub struct AcmeReport {
     pub next_attempt: Option<i64>,
     /// When renewal is due, for a valid certificate.
     pub renew_at: Option<i64>,
+    /// Which rule set `renew_at`: "ari" (the CA's renewal window),
+    /// "renew_before" (`tls.acme.renew_before`), "lifetime" (a third of the
+    /// lifetime left).
+    pub renew_rule: Option<String>,
+    /// The CA's renewal information for the served certificate; `None`
+    /// while there is no certificate of this CA to ask about.
+    pub ari: Option<AriReport>,
 }
 
-/// ACME's shared state: the report, the HTTP-01 answers, and a way to ask
-/// for an early renewal.
+/// What the CA said about when to renew the served certificate (RFC 9773).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AriReport {
+    /// "window" (the CA suggested one), "unsupported" (its directory offers
+    /// no `renewalInfo`), "failing" (it could not be fetched: the other
+    /// rules apply).
+    pub state: String,
+    /// The suggested window, seconds since the Unix epoch.
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// The time picked at random in the window (RFC 9773 §4.2).
+    pub selected: Option<i64>,
+    /// The CA's page on why the window is what it is.
+    pub explanation_url: Option<String>,
+    pub error: Option<String>,
+    /// When the window is asked for again.
+    pub next_check: Option<i64>,
+}
+
+/// ACME's shared state: the report, the HTTP-01 answers, and ways to ask
+/// for an early renewal or a new look at the plan.
 #[derive(Default)]
 pub struct AcmeState {
     report: Mutex<AcmeReport>,
     http_tokens: Mutex<HashMap<String, String>>,
     wake: tokio::sync::Notify,
+    renew_asked: AtomicBool,
 }
 
 impl AcmeState {
@@ -95,6 +139,13 @@ impl AcmeState {
 
     /// Asks the ACME task to order a new certificate now (`nbctl cert acme --renew`).
     pub fn renew_now(&self) {
+        self.renew_asked.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Asks the ACME task to plan again after a reload: new settings take
+    /// effect at once, and the CA's renewal window is asked for again.
+    pub fn recheck(&self) {
         self.wake.notify_one();
     }
 
@@ -239,18 +290,199 @@ pub fn temporary_cert(domains: &[String]) -> Result<ServedCert, String> {
     })
 }
 
-/// When the served certificate should be renewed: `None` for one that did
-/// not come from the CA (order now).
-fn renew_at(served: &ServedCert, acme: &Acme) -> Option<i64> {
-    if served.source == TEMPORARY {
-        return None;
+/// Which rule decides when a certificate is renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RenewRule {
+    /// The time picked in the CA's renewal window (RFC 9773).
+    Ari,
+    /// `tls.acme.renew_before` before expiry.
+    RenewBefore,
+    /// A third of the lifetime left.
+    Lifetime,
+}
+
+impl RenewRule {
+    fn name(self) -> &'static str {
+        match self {
+            RenewRule::Ari => "ari",
+            RenewRule::RenewBefore => "renew_before",
+            RenewRule::Lifetime => "lifetime",
+        }
     }
-    let leaf = served.leaf.as_ref()?;
-    let before = match acme.renew_before.get().as_secs() as i64 {
-        0 => (leaf.not_after - leaf.not_before) / 3,
-        s => s,
+}
+
+/// When `leaf` should be renewed: `renew_before` (seconds, 0 for a third of
+/// the lifetime) before expiry, or earlier at `ari_selected`, the time
+/// picked in the CA's window. The CA moves renewal earlier, never later, so
+/// a window that a CA (or a bug) puts late cannot let the certificate run
+/// closer to expiry than the administrator chose.
+fn renewal_plan(
+    leaf: &CertSummary,
+    renew_before: u64,
+    ari_selected: Option<i64>,
+) -> (i64, RenewRule) {
+    let (before, rule) = match renew_before as i64 {
+        0 => ((leaf.not_after - leaf.not_before) / 3, RenewRule::Lifetime),
+        s => (s, RenewRule::RenewBefore),
     };
-    Some(leaf.not_after - before)
+    let by_rule = leaf.not_after - before;
+    match ari_selected {
+        Some(at) if at < by_rule => (at, RenewRule::Ari),
+        _ => (by_rule, rule),
+    }
+}
+
+/// Whether `served` was issued by the configured CA (not the temporary
+/// certificate, nor one from a directory configured before).
+fn from_this_ca(served: &ServedCert, acme: &Acme) -> bool {
+    served.source == format!("ACME ({})", acme.directory_url())
+}
+
+/// The RFC 9773 §4.1 identifier of a certificate: base64url of its
+/// authority key identifier's keyIdentifier, ".", base64url of its DER
+/// serial number (leading zero byte included).
+fn certificate_id(cert: &CertificateDer<'_>) -> Result<CertificateIdentifier<'static>, String> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("cannot read the certificate: {e}"))?;
+    let aki = x509
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        })
+        .ok_or(
+            "the certificate has no authority key identifier, which renewal information needs",
+        )?;
+    Ok(CertificateIdentifier::new(
+        Der::from_slice(aki.0),
+        Der::from_slice(x509.tbs_certificate.raw_serial()),
+    ))
+}
+
+/// A uniformly random second in `[start, end)` (RFC 9773 §4.2).
+fn pick_in_window(start: i64, end: i64) -> i64 {
+    let mut bytes = [0u8; 8];
+    // getrandom failing would leave zeros: the window's start, still in it.
+    let _ = getrandom::getrandom(&mut bytes);
+    let span = (end - start).max(1) as u64;
+    start + (u64::from_le_bytes(bytes) % span) as i64
+}
+
+/// The CA's renewal window for one certificate, as last asked.
+#[derive(Debug, Clone)]
+struct Ari {
+    /// The serial of the certificate it is about.
+    serial: String,
+    report: AriReport,
+    failures: u32,
+}
+
+impl Ari {
+    fn selected(&self) -> Option<i64> {
+        (self.report.state == "window")
+            .then_some(self.report.selected)
+            .flatten()
+    }
+
+    fn next_check(&self) -> i64 {
+        self.report.next_check.unwrap_or(0)
+    }
+}
+
+/// Asks the CA for its renewal window for `served` (RFC 9773 §4.2). An
+/// unchanged window keeps the time picked before, so asking again does not
+/// move renewal around within it.
+async fn fetch_ari(config: &Config, served: &ServedCert, serial: &str, before: Option<Ari>) -> Ari {
+    let now = unix(SystemTime::now());
+    let before = before.filter(|a| a.serial == serial);
+    let answer = async {
+        let leaf = served
+            .key
+            .cert
+            .first()
+            .ok_or_else(|| Some("the served certificate is empty".to_string()))?;
+        let id = certificate_id(leaf).map_err(Some)?;
+        let account = account(config).await.map_err(Some)?;
+        account.renewal_info(&id).await.map_err(|e| match e {
+            instant_acme::Error::Unsupported(_) => None,
+            other => Some(problem(other)),
+        })
+    }
+    .await;
+    match answer {
+        Ok((info, retry_after)) => {
+            let start = info.suggested_window.start.unix_timestamp();
+            let end = info.suggested_window.end.unix_timestamp();
+            if end <= start {
+                // §4.2: as if there had been no answer.
+                return ari_failed(
+                    before,
+                    serial,
+                    now,
+                    format!("the CA's renewal window ends ({end}) before it starts ({start})"),
+                );
+            }
+            let selected = before
+                .as_ref()
+                .filter(|a| a.report.start == Some(start) && a.report.end == Some(end))
+                .and_then(|a| a.report.selected)
+                .unwrap_or_else(|| pick_in_window(start, end));
+            let recheck =
+                (retry_after.as_secs() as i64).clamp(ARI_RECHECK_AT_LEAST, ARI_RECHECK_AT_MOST);
+            Ari {
+                serial: serial.to_string(),
+                report: AriReport {
+                    state: "window".into(),
+                    start: Some(start),
+                    end: Some(end),
+                    selected: Some(selected),
+                    explanation_url: info.explanation_url,
+                    error: None,
+                    next_check: Some(now + recheck),
+                },
+                failures: 0,
+            }
+        }
+        // The directory has no renewalInfo; a CA may add it, so look daily.
+        Err(None) => Ari {
+            serial: serial.to_string(),
+            report: AriReport {
+                state: "unsupported".into(),
+                next_check: Some(now + ARI_RECHECK_AT_MOST),
+                ..AriReport::default()
+            },
+            failures: 0,
+        },
+        Err(Some(e)) => ari_failed(before, serial, now, e),
+    }
+}
+
+/// A failed window request: the other rules apply, and it is asked again
+/// with backoff; a window known before for this certificate stays in use
+/// until then.
+fn ari_failed(before: Option<Ari>, serial: &str, now: i64, error: String) -> Ari {
+    let failures = before.as_ref().map_or(0, |a| a.failures).saturating_add(1);
+    let delay = ARI_RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(20))
+        .min(ARI_RETRY_AT_MOST);
+    tracing::warn!(
+        "ACME: the CA's renewal window for serial {serial} could not be fetched ({error}); asking again in {delay}s"
+    );
+    let mut report = before
+        .map(|a| a.report)
+        .filter(|r| r.state == "window")
+        .unwrap_or_else(|| AriReport {
+            state: "failing".into(),
+            ..AriReport::default()
+        });
+    report.error = Some(error);
+    report.next_check = Some(now + delay);
+    Ari {
+        serial: serial.to_string(),
+        report,
+        failures,
+    }
 }
 
 /// What to tell the administrator to check for an error message.
@@ -299,6 +531,10 @@ pub async fn run(app: Arc<App>) {
     // the one the listener uses (aws-lc-rs). An error means one is set already.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut failures: u32 = 0;
+    // No order before this (Unix seconds) after a failure, unless asked.
+    let mut backoff_until: i64 = 0;
+    let mut ari: Option<Ari> = None;
+    let mut asked = false;
     loop {
         let settings = app.settings();
         let config = settings.config.clone();
@@ -311,12 +547,32 @@ pub async fn run(app: Arc<App>) {
         };
         drop(settings);
         let served = live.current();
+        let ours = served.source != TEMPORARY && covers(served.leaf.as_ref(), &acme.domains);
         let now = unix(SystemTime::now());
-        let due = if covers(served.leaf.as_ref(), &acme.domains) {
-            renew_at(&served, acme)
-        } else {
-            None
-        };
+        // The CA's window, for a certificate of this CA that has not expired
+        // (§4.3: never asked for after expiry or replacement).
+        let askable = served
+            .leaf
+            .as_ref()
+            .filter(|l| ours && from_this_ca(&served, acme) && l.not_after > now);
+        match askable {
+            Some(leaf) => {
+                let stale = ari
+                    .as_ref()
+                    .is_none_or(|a| a.serial != leaf.serial || a.next_check() <= now);
+                if stale {
+                    ari = Some(fetch_ari(&config, &served, &leaf.serial, ari.take()).await);
+                }
+            }
+            None => ari = None,
+        }
+        let plan = served.leaf.as_ref().filter(|_| ours).map(|leaf| {
+            renewal_plan(
+                leaf,
+                acme.renew_before.get().as_secs(),
+                ari.as_ref().and_then(Ari::selected),
+            )
+        });
         app.acme.update(|r| {
             r.directory = acme.directory_url().to_string();
             r.challenge = match acme.challenge {
@@ -324,38 +580,77 @@ pub async fn run(app: Arc<App>) {
                 AcmeChallenge::Http01 => "http-01".into(),
             };
             r.domains = acme.domains.clone();
-            r.renew_at = due;
+            r.renew_at = plan.map(|(at, _)| at);
+            r.renew_rule = plan.map(|(_, rule)| rule.name().to_string());
+            r.ari = ari.as_ref().map(|a| a.report.clone());
         });
-        if let Some(at) = due.filter(|at| *at > now) {
-            app.acme.update(|r| {
-                r.state = "valid".into();
-                r.next_attempt = Some(at);
-            });
-            let left = Duration::from_secs((at - now) as u64);
-            if !wait(&app, left.min(RECHECK)).await {
+        let now = unix(SystemTime::now());
+        if !asked {
+            // Sleep until renewal is due, the window is to be asked for
+            // again, a reload, or `nbctl cert acme --renew`.
+            let until = match plan {
+                // A failed early renewal (`--renew`) stays "failing" until
+                // its backoff is over; the certificate served is still good.
+                Some((at, _)) if at > now && backoff_until <= now => {
+                    app.acme.update(|r| {
+                        r.state = "valid".into();
+                        r.next_attempt = Some(at);
+                    });
+                    Some(at)
+                }
+                Some((at, _)) if at > now => Some(backoff_until.min(at)),
+                _ if backoff_until > now => Some(backoff_until),
+                _ => None,
+            };
+            if let Some(until) = until {
+                let mut next = until;
+                if let Some(a) = &ari {
+                    next = next.min(a.next_check().max(now));
+                }
+                let left = Duration::from_secs((next - now).max(0) as u64);
+                match wait(&app, left.min(RECHECK)).await {
+                    Wake::Renew => asked = true,
+                    Wake::Recheck => {
+                        // A reload: ask the CA for its window again.
+                        if let Some(a) = ari.as_mut() {
+                            a.report.next_check = Some(0);
+                        }
+                    }
+                    Wake::Timeout => {}
+                }
                 continue;
             }
         }
+        asked = false;
         app.acme.update(|r| r.state = "ordering".into());
+        // A renewal names the certificate it replaces (RFC 9773 §5) when the
+        // CA speaks ARI.
+        let replaces = ari
+            .as_ref()
+            .filter(|a| ours && a.report.state != "unsupported")
+            .and_then(|_| served.key.cert.first())
+            .and_then(|c| certificate_id(c).ok());
         tracing::info!(
-            "ACME: ordering a certificate for {} from {}",
+            "ACME: ordering a certificate for {} from {}{}",
             acme.domains.join(", "),
-            acme.directory_url()
+            acme.directory_url(),
+            match (&replaces, &served.leaf) {
+                (Some(_), Some(l)) => format!(" (replacing serial {})", l.serial),
+                _ => String::new(),
+            }
         );
-        match obtain(&app, &config, &live).await {
+        match obtain(&app, &config, &live, replaces).await {
             Ok(new) => {
                 failures = 0;
+                backoff_until = 0;
                 let leaf = new.leaf.clone();
                 live.replace(new);
-                let renew = renew_at(&live.current(), acme);
                 app.acme.update(|r| {
                     r.state = "valid".into();
                     r.last_success = Some(unix(SystemTime::now()));
                     r.last_error = None;
                     r.hint = None;
                     r.failures = 0;
-                    r.renew_at = renew;
-                    r.next_attempt = renew;
                 });
                 if let Some(l) = leaf {
                     tracing::info!(
@@ -371,7 +666,8 @@ pub async fn run(app: Arc<App>) {
                     .saturating_mul(1 << failures.saturating_sub(1).min(20))
                     .min(RETRY_AT_MOST);
                 let hint = hint_for(&e, acme);
-                let next = unix(SystemTime::now()) + delay.as_secs() as i64;
+                let now = unix(SystemTime::now());
+                backoff_until = now + delay.as_secs() as i64;
                 tracing::warn!(
                     "ACME: no certificate for {} ({e}); the current certificate stays; next try in {}s; check {hint}",
                     acme.domains.join(", "),
@@ -380,22 +676,36 @@ pub async fn run(app: Arc<App>) {
                 app.acme.update(|r| {
                     r.state = "failing".into();
                     r.last_error = Some(e.clone());
-                    r.last_error_at = Some(unix(SystemTime::now()));
+                    r.last_error_at = Some(now);
                     r.hint = Some(hint);
                     r.failures = failures;
-                    r.next_attempt = Some(next);
+                    r.next_attempt = Some(backoff_until);
                 });
-                wait(&app, delay).await;
             }
         }
     }
 }
 
-/// Sleeps `d`, or less if a renewal is asked for; true if asked.
-async fn wait(app: &App, d: Duration) -> bool {
+/// Why the ACME task woke up.
+enum Wake {
+    Timeout,
+    /// `nbctl cert acme --renew`.
+    Renew,
+    /// A reload.
+    Recheck,
+}
+
+/// Sleeps `d`, or less if a renewal or a new look is asked for.
+async fn wait(app: &App, d: Duration) -> Wake {
     tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = app.acme.wake.notified() => true,
+        _ = tokio::time::sleep(d) => Wake::Timeout,
+        _ = app.acme.wake.notified() => {
+            if app.acme.renew_asked.swap(false, Ordering::SeqCst) {
+                Wake::Renew
+            } else {
+                Wake::Recheck
+            }
+        }
     }
 }
 
@@ -465,8 +775,14 @@ fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<rustls::sign::Certifi
     tls::certified_key_from_der(vec![cert.der().clone()], der).map_err(|e| e.to_string())
 }
 
-/// One order, from account to stored certificate.
-async fn obtain(app: &App, config: &Config, live: &LiveCert) -> Result<ServedCert, String> {
+/// One order, from account to stored certificate; `replaces` names the
+/// certificate it renews (RFC 9773 §5).
+async fn obtain(
+    app: &App,
+    config: &Config,
+    live: &LiveCert,
+    replaces: Option<CertificateIdentifier<'static>>,
+) -> Result<ServedCert, String> {
     let acme = &config.tls.acme;
     let account = account(config).await?;
     let ids: Vec<Identifier> = acme
@@ -474,10 +790,24 @@ async fn obtain(app: &App, config: &Config, live: &LiveCert) -> Result<ServedCer
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&ids))
-        .await
-        .map_err(problem)?;
+    let ordered = match replaces {
+        Some(id) => {
+            match account.new_order(&NewOrder::new(&ids).replaces(id)).await {
+                Ok(order) => Ok(order),
+                // The CA refused the predecessor (already replaced, issued to
+                // another account, unknown to it): a plain order still renews.
+                Err(e) => {
+                    tracing::info!(
+                        "ACME: the CA refused an order that names the certificate it replaces ({}); ordering without",
+                        problem(e)
+                    );
+                    account.new_order(&NewOrder::new(&ids)).await
+                }
+            }
+        }
+        None => account.new_order(&NewOrder::new(&ids)).await,
+    };
+    let mut order = ordered.map_err(problem)?;
     let kind = match acme.challenge {
         AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
         AcmeChallenge::Http01 => ChallengeType::Http01,
@@ -658,6 +988,84 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
+
+    fn leaf(not_before: i64, not_after: i64) -> CertSummary {
+        CertSummary {
+            subject: "CN=nb.test".into(),
+            not_after,
+            serial: "01".into(),
+            not_before,
+            dns_names: vec!["nb.test".into()],
+        }
+    }
+
+    #[test]
+    fn renewal_by_rule_or_earlier_by_the_cas_window() {
+        let day = 86_400;
+        let l = leaf(0, 90 * day);
+        // A third of the lifetime left, or renew_before before expiry.
+        assert_eq!(renewal_plan(&l, 0, None), (60 * day, RenewRule::Lifetime));
+        assert_eq!(
+            renewal_plan(&l, 10 * day as u64, None),
+            (80 * day, RenewRule::RenewBefore)
+        );
+        // The CA's time wins when it is earlier...
+        assert_eq!(
+            renewal_plan(&l, 0, Some(50 * day)),
+            (50 * day, RenewRule::Ari)
+        );
+        assert_eq!(
+            renewal_plan(&l, 10 * day as u64, Some(70 * day)),
+            (70 * day, RenewRule::Ari)
+        );
+        // ...and never delays renewal.
+        assert_eq!(
+            renewal_plan(&l, 0, Some(85 * day)),
+            (60 * day, RenewRule::Lifetime)
+        );
+        // A revoked certificate's window lies in the past: renew now.
+        assert_eq!(renewal_plan(&l, 0, Some(-3600)).1, RenewRule::Ari);
+    }
+
+    #[test]
+    fn window_times_are_picked_inside_the_window() {
+        for _ in 0..200 {
+            let t = pick_in_window(1_000, 1_100);
+            assert!((1_000..1_100).contains(&t), "{t}");
+        }
+        assert_eq!(pick_in_window(5, 5), 5);
+    }
+
+    /// RFC 9773 §4.1's own example: AKI keyIdentifier 69:88:5B:...:C8:D4 and
+    /// serial 00:87:65:43:21 give "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE".
+    #[test]
+    fn certificate_identifier_of_the_rfc_example() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![
+            0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0,
+            0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4,
+        ]);
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let mut params = rcgen::CertificateParams::new(vec!["nb.test".to_string()]).unwrap();
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[
+            0x00, 0x87, 0x65, 0x43, 0x21,
+        ]));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let id = certificate_id(cert.der()).unwrap();
+        assert_eq!(id.to_string(), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+
+        // A self-signed certificate without the extension cannot be asked about.
+        let own = rcgen::CertificateParams::new(vec!["nb.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let e = certificate_id(own.der()).unwrap_err();
+        assert!(e.contains("authority key identifier"), "{e}");
+    }
 
     #[test]
     fn private_writes_replace_links_and_refuse_open_directories() {

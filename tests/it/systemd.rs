@@ -200,6 +200,58 @@ async fn classic_logout_in_chromium(c: &Container, port: u16, generated: &[u8]) 
     .await;
 }
 
+/// `nbctl doctor --json` in the booted system, while the watchdog drop-in
+/// is in place and after systemd restarted notebookd: its unit lines say
+/// what systemd says (enabled, active, the restarts, the drop-in); a
+/// disabled unit is a warning with the command that enables it.
+fn doctor_sees_the_unit(c: &Container) {
+    let checks = |c: &Container| -> Vec<serde_json::Value> {
+        let out = c.sh("nbctl doctor --json");
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("doctor --json ({e}): {out}"))
+    };
+    let find = |checks: &[serde_json::Value], name: &str| -> serde_json::Value {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name:?} check in {checks:#?}"))
+    };
+    let all = checks(c);
+    let unit = find(&all, "systemd unit");
+    assert_eq!(unit["verdict"], "ok", "{all:#?}");
+    assert_eq!(unit["message"], "notebook.service is enabled", "{all:#?}");
+    let service = find(&all, "systemd service");
+    assert_eq!(service["verdict"], "ok", "{all:#?}");
+    let message = service["message"].as_str().unwrap();
+    let restarts = n_restarts(c);
+    assert!(restarts > 0, "the watchdog restarted notebookd");
+    for part in [
+        "notebook.service is active (running)".to_string(),
+        format!("restarted {restarts} time"),
+        "drop-ins: /etc/systemd/system/notebook.service.d/watchdog-test.conf".to_string(),
+    ] {
+        assert!(message.contains(&part), "want {part:?} in {all:#?}");
+    }
+    assert_eq!(find(&all, "daemon")["verdict"], "ok", "{all:#?}");
+
+    c.ok("systemctl disable notebook 2>&1");
+    let all = checks(c);
+    let unit = find(&all, "systemd unit");
+    assert_eq!(unit["verdict"], "warn", "{all:#?}");
+    assert!(
+        unit["message"]
+            .as_str()
+            .unwrap()
+            .contains("is disabled: it will not start at boot")
+            && unit["fix"]
+                .as_str()
+                .unwrap()
+                .contains("systemctl enable --now notebook"),
+        "{all:#?}"
+    );
+    c.ok("systemctl enable notebook 2>&1");
+}
+
 /// The drop-in that notebook.service's header gives under `title`.
 fn documented_drop_in(title: &str) -> String {
     let unit = std::fs::read_to_string(repo_root().join("systemd/notebook.service")).unwrap();
@@ -399,6 +451,7 @@ async fn deb_lifecycle_in_booted_debian() {
     );
     assert!(c.journal("notebook").contains("Watchdog timeout"));
     wait_serving(&base, &ca, "after the watchdog restart").await;
+    doctor_sees_the_unit(&c);
     std::fs::remove_file(c.path("/etc/systemd/system/notebook.service.d/watchdog-test.conf"))
         .unwrap();
     c.ok("systemctl daemon-reload && systemctl restart notebook");

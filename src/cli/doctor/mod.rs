@@ -12,6 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use super::CliError;
 use crate::config::Config;
 
+mod acme;
 mod chain;
 mod jupyter;
 mod public_url;
@@ -270,7 +271,8 @@ fn certificate_checks(config: &Config, out: &mut Vec<Check>) {
 
 /// The DNS names users type (`server.public_url`) and ACME asks for
 /// (`tls.acme.domains`) resolve; which addresses they give is reported (the
-/// public URL check then connects to see whether they lead here).
+/// public URL and ACME domain checks then connect to see whether they lead
+/// here).
 fn resolve_checks(config: &Config, out: &mut Vec<Check>) {
     let mut names: Vec<String> = public_host(config).into_iter().collect();
     if config.tls.enabled && config.tls.acme.enabled {
@@ -357,7 +359,14 @@ fn daemon_checks(config_path: &Path, config: &Config, out: &mut Vec<Check>) -> b
                     "acme",
                     if failing { Verdict::Fail } else { Verdict::Ok },
                     line,
-                    failing.then(|| acme["hint"].as_str().unwrap_or("see the log").to_string()),
+                    failing.then(|| {
+                        format!(
+                            "check {}; then `sudo nbctl cert acme --renew` to try again at once",
+                            acme["hint"]
+                                .as_str()
+                                .unwrap_or("the log (`journalctl -u notebook`)")
+                        )
+                    }),
                 ));
             }
             true
@@ -449,6 +458,10 @@ pub fn checks(config_path: &Path) -> Vec<Check> {
     resolve_checks(&config, &mut out);
     jupyter_check(&config, &mut out);
     let running = daemon_checks(config_path, &config, &mut out);
+    if config.tls.enabled && config.tls.acme.enabled {
+        acme::domain_checks(&config, &mut out);
+        acme::clock_check(&config, &mut out);
+    }
     systemd_check(&mut out);
     if running {
         public_url::checks(&config, &mut out);

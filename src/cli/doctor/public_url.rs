@@ -182,14 +182,14 @@ fn connect(target: &Target, roots: &[openssl::x509::X509]) -> Result<Connected, 
 }
 
 /// A response: status, headers (names lowercased), body.
-struct Answer {
+pub(super) struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -293,6 +293,119 @@ fn random_key() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::getrandom(&mut bytes);
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// What answered notebookd's probe at one address.
+pub(super) enum Reached {
+    /// This daemon: it took the ticket.
+    ThisNotebookd,
+    /// Another notebookd: it refused this daemon's ticket.
+    OtherNotebookd,
+    /// Some other server (what it answered).
+    Other(String),
+    /// Nothing answered (why).
+    Unreachable(String),
+    /// No ticket: notebookd does not run, or doctor may not ask it (why).
+    NoTicket(String),
+}
+
+/// Asks the probe at `addr` (port: notebookd's first listener), sending
+/// `host` as the name, whether it reached this notebookd. TLS is not
+/// verified: the ticket is the proof, and the certificate has its own checks.
+pub(super) fn probe_at(config: &Config, ip: std::net::IpAddr, host: &str) -> Reached {
+    let Some(port) = config.server.listen.0.first().map(|a| a.port()) else {
+        return Reached::NoTicket("server.listen is empty".into());
+    };
+    let ticket = match ticket(config) {
+        Ok(t) => t,
+        Err(e) => return Reached::NoTicket(e),
+    };
+    let addr = std::net::SocketAddr::new(ip, port);
+    let stream = match TcpStream::connect_timeout(&addr, TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => return Reached::Unreachable(format!("{addr}: {e}")),
+    };
+    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_write_timeout(Some(TIMEOUT));
+    let mut io: Box<dyn Io> = if config.tls.enabled {
+        let tls = SslConnector::builder(SslMethod::tls_client()).map(|mut b| {
+            b.set_verify(SslVerifyMode::NONE);
+            b.build()
+        });
+        let connected = tls.map_err(|e| e.to_string()).and_then(|c| {
+            c.configure()
+                .map_err(|e| e.to_string())?
+                .verify_hostname(false)
+                .connect(host, stream)
+                .map_err(|e| e.to_string())
+        });
+        match connected {
+            Ok(s) => Box::new(s),
+            Err(e) => return Reached::Other(format!("no TLS handshake at {addr}: {e}")),
+        }
+    } else {
+        Box::new(stream)
+    };
+    let authority = if ip.is_ipv6() && host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let head = format!(
+        "GET {}_notebookd/probe HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: nbctl-doctor\r\nAccept: application/json\r\n{}: {ticket}\r\nConnection: close\r\n\r\n",
+        config.server.base_url,
+        crate::front::probe::TICKET_HEADER,
+    );
+    match exchange(&mut *io, &head) {
+        Ok(a)
+            if a.status == 200
+                && serde_json::from_slice::<serde_json::Value>(&a.body)
+                    .is_ok_and(|v| v["probe"] == true) =>
+        {
+            Reached::ThisNotebookd
+        }
+        Ok(a)
+            if a.status == 403
+                && String::from_utf8_lossy(&a.body).contains(crate::front::probe::REFUSED) =>
+        {
+            Reached::OtherNotebookd
+        }
+        Ok(a) => Reached::Other(format!(
+            "{addr} answered HTTP {} without notebookd's probe",
+            a.status
+        )),
+        Err(e) => Reached::Other(format!("{addr}: {e}")),
+    }
+}
+
+/// `GET url` (verifying TLS against this system's CAs and `roots`): the
+/// answer, and this machine's clock just before sending and just after the
+/// answer's head arrived.
+pub(super) fn get_timed(
+    url: &str,
+    roots: &[openssl::x509::X509],
+) -> Result<(Answer, std::time::SystemTime, std::time::SystemTime), String> {
+    let target = Target::parse(url).ok_or_else(|| format!("{url:?} is not an http(s) URL"))?;
+    let mut io = match connect(&target, roots)? {
+        Connected::Verified(io) => io,
+        Connected::Unverified(_, why) => {
+            return Err(format!(
+                "the certificate of {} does not verify ({why})",
+                target.authority
+            ));
+        }
+    };
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nbctl-doctor\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        target.authority
+    );
+    let sent = std::time::SystemTime::now();
+    let answer = exchange(&mut *io, &head)?;
+    Ok((answer, sent, std::time::SystemTime::now()))
 }
 
 /// Runs the end-to-end checks when `server.public_url` is set.
