@@ -1027,9 +1027,11 @@ fn memory_rounds(o: &mut String, plan: &Plan, r: &Results) {
 const METHOD: &str = r#"
 ## Method
 
-`./dev bench` installs Debian's nginx and the pinned Jupyter venv if they
-are missing, builds notebookd and this benchmark (`benches/front/`) in
-release mode, and runs it. In one temporary directory it starts:
+`./dev bench` installs Debian's nginx, the pinned Jupyter venv and the
+pinned Enterprise Gateway venv if they are missing, builds notebookd and
+this benchmark (`benches/front/`) in release mode, and runs it. In one
+temporary directory it starts (and, for the gateway part, what section 9
+describes):
 
 - **notebookd** (release build) with TLS (a test CA's ECDSA P-256
   certificate), an argon2id password, and its own Jupyter child, as a user
