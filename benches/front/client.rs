@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -18,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
@@ -100,7 +101,8 @@ async fn http1(io: Stream) -> Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-async fn status_of(io: Stream, host: &str, path: &str) -> Result<u16> {
+/// The status of `GET path` on a fresh connection `io`.
+pub async fn status_of(io: Stream, host: &str, path: &str) -> Result<u16> {
     let mut sender = http1(io).await?;
     let req = Request::get(path)
         .header(header::HOST, host)
@@ -115,10 +117,10 @@ pub async fn unix_status(socket: &Path, path: &str) -> Result<u16> {
     status_of(Box::new(io), "localhost", path).await
 }
 
-/// The status of `GET /api/status` over TLS on `port` (readiness of nginx).
+/// The status of `GET /api` over TLS on `port` (readiness of nginx).
 pub async fn tls_probe(tls: &TlsConnector, port: u16) -> Result<u16> {
     let io = tls_stream(tls, port).await?;
-    status_of(Box::new(io), &format!("localhost:{port}"), "/api/status").await
+    status_of(Box::new(io), &format!("localhost:{port}"), "/api").await
 }
 
 /// The three ways to Jupyter.
@@ -145,6 +147,58 @@ impl Via {
 enum Addr {
     Unix(PathBuf),
     Tls(u16),
+    /// Plain HTTP on loopback, acknowledging at once: a kernel gateway itself.
+    QuickAckTcp(u16),
+}
+
+/// A TCP stream that acknowledges what it reads at once (`TCP_QUICKACK`
+/// after every read; Linux clears it as it goes), as notebookd's gateway
+/// extension does for Jupyter's connections to a gateway. A gateway holds
+/// each small message back until the previous one is acknowledged (it
+/// leaves Nagle's algorithm on), so a client with delayed ACKs would
+/// measure their 40 ms, not the gateway.
+struct QuickAck(TcpStream);
+
+impl QuickAck {
+    fn ack(&self) {
+        let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+    }
+}
+
+impl AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.ack();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// One way to Jupyter, with a browser's session on it: cookies (notebookd's
@@ -152,6 +206,8 @@ enum Addr {
 #[derive(Clone)]
 pub struct Target {
     pub via: Via,
+    /// What the progress lines and kernel session ids call it.
+    pub name: String,
     addr: Addr,
     tls: TlsConnector,
     /// The Host header (and the authority of Origin and Referer).
@@ -165,6 +221,10 @@ pub struct Target {
     pub front_pids: Vec<u32>,
     /// The Jupyter server behind this way.
     pub jupyter_pid: u32,
+    /// Its kernels run on a kernel gateway: jupyter_server then speaks only
+    /// the legacy JSON framing on kernel WebSockets (it answers an offer of
+    /// the v1 subprotocol without one, which the client refuses).
+    pub kernels_on_gateway: bool,
     pub kernel: String,
     pub terminal: String,
 }
@@ -186,6 +246,28 @@ impl Target {
         Target::new(via, Addr::Tls(port), tls, &host, "https", jupyter_pid)
     }
 
+    /// A kernel gateway itself, on `port` of 127.0.0.1, with its auth token.
+    pub fn gateway(port: u16, token: &str, tls: TlsConnector, gateway_pid: u32) -> Target {
+        let host = format!("127.0.0.1:{port}");
+        let mut t = Target::new(
+            Via::Direct,
+            Addr::QuickAckTcp(port),
+            tls,
+            &host,
+            "http",
+            gateway_pid,
+        );
+        t.authorization = Some(format!("token {token}"));
+        t.kernels_on_gateway = true;
+        t
+    }
+
+    /// The same target under another name.
+    pub fn named(mut self, name: &str) -> Target {
+        self.name = name.to_string();
+        self
+    }
+
     fn new(
         via: Via,
         addr: Addr,
@@ -196,6 +278,7 @@ impl Target {
     ) -> Target {
         Target {
             via,
+            name: via.name().to_string(),
             addr,
             tls,
             host: host.to_string(),
@@ -205,6 +288,7 @@ impl Target {
             authorization: None,
             front_pids: Vec::new(),
             jupyter_pid,
+            kernels_on_gateway: false,
             kernel: String::new(),
             terminal: String::new(),
         }
@@ -219,6 +303,15 @@ impl Target {
                     .with_context(|| format!("cannot connect to {}", path.display()))?,
             ),
             Addr::Tls(port) => Box::new(tls_stream(&self.tls, *port).await?),
+            Addr::QuickAckTcp(port) => {
+                let tcp =
+                    tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(("127.0.0.1", *port)))
+                        .await
+                        .context("connecting took longer than 60s")?
+                        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+                tcp.set_nodelay(true)?;
+                Box::new(QuickAck(tcp))
+            }
         })
     }
 
@@ -305,6 +398,12 @@ impl Target {
         Ok((status, body))
     }
 
+    /// The status of `GET path` (on a fresh connection).
+    pub async fn get_status(&mut self, path: &str) -> Result<StatusCode> {
+        let req = self.request(Method::GET, path);
+        Ok(self.call(req, Bytes::new()).await?.0)
+    }
+
     /// A state-changing JSON request as Jupyter's UI sends it.
     async fn api(&mut self, method: Method, path: &str, body: &str) -> Result<(StatusCode, Bytes)> {
         let xsrf = self.jar.get("_xsrf").cloned().unwrap_or_default();
@@ -318,7 +417,7 @@ impl Target {
 
     /// Logs in (notebookd), fetches Jupyter's XSRF cookie, starts a kernel and a terminal.
     pub async fn open_session(&mut self, password: Option<&str>) -> Result<()> {
-        let via = self.via.name();
+        let via = self.name.clone();
         if let Some(password) = password {
             let form = format!(
                 "password={}&next=%2Ftree",
@@ -355,13 +454,32 @@ impl Target {
         Ok(())
     }
 
+    /// Starts a kernel on a gateway itself, for `username` (`KERNEL_USERNAME`:
+    /// Enterprise Gateway refuses kernels for root, and for no name it takes
+    /// its own user's, root when the benchmark runs as root).
+    pub async fn open_gateway_kernel(&mut self, username: &str) -> Result<()> {
+        let body = serde_json::json!({"name": "python3", "env": {"KERNEL_USERNAME": username}});
+        let (status, body) = self
+            .api(Method::POST, "/api/kernels", &body.to_string())
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!(
+                "{}: starting a kernel answered {status}: {body:?}",
+                self.name
+            );
+        }
+        self.kernel = json_field(&body, "id")?;
+        Ok(())
+    }
+
     /// Shuts the kernel and the terminal down.
     pub async fn close_session(&mut self) {
-        let kernel = format!("/api/kernels/{}", self.kernel);
-        let terminal = format!("/api/terminals/{}", self.terminal);
-        for path in [kernel, terminal] {
+        let kernel = (!self.kernel.is_empty()).then(|| format!("/api/kernels/{}", self.kernel));
+        let terminal =
+            (!self.terminal.is_empty()).then(|| format!("/api/terminals/{}", self.terminal));
+        for path in [kernel, terminal].into_iter().flatten() {
             if let Err(e) = self.api(Method::DELETE, &path, "").await {
-                eprintln!("{}: DELETE {path}: {e:#}", self.via.name());
+                eprintln!("{}: DELETE {path}: {e:#}", self.name);
             }
         }
     }
@@ -374,7 +492,12 @@ impl Target {
     ) -> Result<WebSocketStream<Stream>> {
         let mut req = format!("ws://{}{path}", self.host).into_client_request()?;
         let h = req.headers_mut();
-        h.insert("Cookie", HeaderValue::from_str(&self.cookie_header)?);
+        if !self.cookie_header.is_empty() {
+            h.insert("Cookie", HeaderValue::from_str(&self.cookie_header)?);
+        }
+        if let Some(auth) = &self.authorization {
+            h.insert("Authorization", HeaderValue::from_str(auth)?);
+        }
         h.insert("Origin", HeaderValue::from_str(&self.origin)?);
         if let Some(p) = subprotocol {
             h.insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
@@ -383,7 +506,7 @@ impl Target {
         let (ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::client_async(req, io))
             .await
             .context("WebSocket handshake not done within 60s")?
-            .with_context(|| format!("{}: WebSocket {path}", self.via.name()))?;
+            .with_context(|| format!("{}: WebSocket {path}", self.name))?;
         Ok(ws)
     }
 

@@ -10,6 +10,7 @@
 
 mod attack;
 mod client;
+mod gateway;
 mod measure;
 mod procfs;
 mod report;
@@ -73,7 +74,7 @@ pub struct Plan {
 }
 
 /// The parts of a run, in order.
-pub const PARTS: [&str; 7] = [
+pub const PARTS: [&str; 8] = [
     "memory",
     "sockets",
     "api",
@@ -81,6 +82,7 @@ pub const PARTS: [&str; 7] = [
     "download",
     "handshakes",
     "attack",
+    "gateway",
 ];
 
 impl Plan {
@@ -167,6 +169,8 @@ pub struct Results {
     pub handshakes: BTreeMap<&'static str, BTreeMap<Via, Vec<HandshakeRun>>>,
     /// Unloaded, then under each attack, by path (the fronts only).
     pub attacks: BTreeMap<Via, Vec<AttackRun>>,
+    /// Kernel `1+1` round trips of the gateway part, by path.
+    pub gateway: BTreeMap<gateway::GatewayPath, Vec<Duration>>,
 }
 
 /// What the logged-in client got while one attack (or none) ran.
@@ -234,12 +238,14 @@ fn parse_args() -> Result<Args> {
             "-h" | "--help" => {
                 println!(
                     "usage: ./dev bench [--quick] [--only PART,...] [--reps N] [--out FILE]\n\n\
-                     Measures Jupyter directly, through nginx and through notebookd, and\n\
+                     Measures Jupyter directly, through nginx and through notebookd, with\n\
+                     local kernels and (part gateway) on Jupyter Enterprise Gateway, and\n\
                      writes BENCHMARKS.md (or FILE).\n\
                      \x20 --quick      a short smoke run\n\
                      \x20 --only       some of: {}\n\
                      \x20 --reps N     runs of each measurement (default 3)\n\
-                     A run that is not the standard one is printed, and written only with --out.\n\n\
+                     A run that is not the standard one is printed, and written only with --out.\n\
+                     NOTEBOOKD_GATEWAY_VENV: Enterprise Gateway's venv (./dev bench installs it).\n\n\
                      BENCH_WRAP_NOTEBOOKD / BENCH_WRAP_NGINX: a command to run notebookd or\n\
                      nginx under, e.g. \"valgrind --tool=callgrind\" (then use callgrind_control\n\
                      to zero and dump around one part).\n\
@@ -284,6 +290,22 @@ fn run() -> Result<()> {
     if !venv.join("bin/jupyter").exists() {
         bail!("{}/bin/jupyter is missing: run ./dev venv", venv.display());
     }
+    let gateway_venv = if plan.wants("gateway") {
+        let dir = PathBuf::from(std::env::var("NOTEBOOKD_GATEWAY_VENV").context(
+            "NOTEBOOKD_GATEWAY_VENV is not set: run the benchmark with ./dev bench, which \
+             installs Enterprise Gateway (tests/setup/gateway.sh enterprise), or leave the \
+             gateway part out with --only",
+        )?);
+        if !dir.join("bin/jupyter-enterprisegateway").exists() {
+            bail!(
+                "{}/bin/jupyter-enterprisegateway is missing: run tests/setup/gateway.sh enterprise",
+                dir.display()
+            );
+        }
+        Some(dir)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -305,7 +327,7 @@ fn run() -> Result<()> {
             std::process::exit(130);
         });
         let mut stack = Stack::start(&venv, plan.download_bytes).await?;
-        let results = measure_all(&plan, &mut stack, &venv).await;
+        let results = measure_all(&plan, &mut stack, &venv, gateway_venv.as_deref()).await;
         stack.stop();
         results
     })?;
@@ -326,12 +348,19 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> Result<Results> {
+async fn measure_all(
+    plan: &Plan,
+    stack: &mut Stack,
+    venv: &std::path::Path,
+    gateway_venv: Option<&std::path::Path>,
+) -> Result<Results> {
     let mut r = Results {
         date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         ..Results::default()
     };
-    r.machine = report::machine(&stack.versions(venv));
+    let mut versions = stack.versions(venv);
+    versions.gateway = gateway_venv.map(gateway::versions);
+    r.machine = report::machine(&versions);
     r.startup = stack.startup;
 
     let mut direct = Target::unix(
@@ -538,6 +567,11 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
         }
     }
 
+    if let Some(gateway_venv) = gateway_venv {
+        r.load.push(("gateway kernels", procfs::loadavg()));
+        r.gateway = gateway_round_trips(plan, stack, venv, gateway_venv, &nbd).await?;
+    }
+
     direct.close_session().await;
     nginx.close_session().await;
     nbd.close_session().await;
@@ -550,6 +584,48 @@ async fn measure_all(plan: &Plan, stack: &mut Stack, venv: &std::path::Path) -> 
         p.check_alive()?;
     }
     Ok(r)
+}
+
+/// The gateway part: kernel round trips on Enterprise Gateway's kernels by
+/// every way to them, and on the main notebookd's local kernel, in turns.
+async fn gateway_round_trips(
+    plan: &Plan,
+    stack: &Stack,
+    venv: &std::path::Path,
+    gateway_venv: &std::path::Path,
+    local: &Target,
+) -> Result<BTreeMap<gateway::GatewayPath, Vec<Duration>>> {
+    let mut gateways = gateway::GatewayStack::start(stack, venv, gateway_venv).await?;
+    let measured = async {
+        let mut targets = gateways.open_targets(stack, local).await?;
+        let mut out: BTreeMap<gateway::GatewayPath, Vec<Duration>> = BTreeMap::new();
+        for rep in 0..plan.reps {
+            for (path, t) in in_turn(&targets, rep) {
+                eprintln!("==> {}: kernel round trips (run {})", path.name(), rep + 1);
+                // Session ids apart from the rtt part's, on the same local kernel.
+                let warmup = if rep == 0 { plan.rtt_warmup } else { 5 };
+                let samples = measure::kernel_round_trips(
+                    t,
+                    200 + rep,
+                    warmup,
+                    plan.rtt_samples,
+                    plan.rtt_limit,
+                )
+                .await?;
+                out.entry(*path).or_default().extend(samples);
+            }
+        }
+        for (path, t) in &mut targets {
+            if *path != gateway::GatewayPath::Local {
+                t.close_session().await;
+            }
+        }
+        gateways.check_alive()?;
+        Ok::<_, anyhow::Error>(out)
+    }
+    .await;
+    gateways.stop();
+    measured
 }
 
 /// The front's memory after each load of the memory rounds, once the

@@ -275,7 +275,9 @@ pub async fn download(
 
 /// Round trips of `1+1` on one kernel WebSocket: from sending the
 /// execute_request until both its execute_reply and the kernel's return to
-/// idle have arrived. The first `warmup` are not kept.
+/// idle have arrived. The first `warmup` are not kept. Binary frames of the
+/// v1 subprotocol, or JSON text frames where the kernels are on a gateway
+/// (see [`Target::kernels_on_gateway`]).
 pub async fn kernel_round_trips(
     target: &Target,
     run: usize,
@@ -287,30 +289,36 @@ pub async fn kernel_round_trips(
     // treats a known one as a reconnection (replaying buffered messages).
     let path = format!(
         "/api/kernels/{}/channels?session_id=bench-{}-{run}",
-        target.kernel,
-        target.via.name()
+        target.kernel, target.name
     );
-    let mut ws = target.websocket(&path, Some(SUBPROTOCOL)).await?;
+    let v1 = !target.kernels_on_gateway;
+    let mut ws = target.websocket(&path, v1.then_some(SUBPROTOCOL)).await?;
     let deadline = Instant::now() + limit;
     let mut out = Vec::with_capacity(samples);
     for i in 0..warmup + samples {
         if Instant::now() > deadline {
             break;
         }
-        let msg_id = format!("bench-{}-{run}-{i}", target.via.name());
+        let msg_id = format!("bench-{}-{run}-{i}", target.name);
         let header = json!({
             "msg_id": msg_id, "session": "bench", "username": "bench",
             "msg_type": "execute_request", "version": "5.3", "date": "2024-01-01T00:00:00Z"
         });
         let content = json!({"code": "1+1", "silent": false, "store_history": false,
             "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
-        let parts = [header, json!({}), json!({}), content]
-            .iter()
-            .map(serde_json::to_vec)
-            .collect::<Result<Vec<_>, _>>()?;
-        let frame = pack_v1("shell", &parts);
+        let frame = if v1 {
+            let parts = [header, json!({}), json!({}), content]
+                .iter()
+                .map(serde_json::to_vec)
+                .collect::<Result<Vec<_>, _>>()?;
+            Message::Binary(pack_v1("shell", &parts))
+        } else {
+            let msg = json!({"header": header, "parent_header": {}, "metadata": {},
+                "content": content, "channel": "shell", "buffers": []});
+            Message::Text(msg.to_string())
+        };
         let t = Instant::now();
-        ws.send(Message::Binary(frame)).await?;
+        ws.send(frame).await?;
         let (mut replied, mut idle) = (false, false);
         // The first executions wait for the kernel to start. One deadline for
         // the whole execution: pings and other messages keep arriving.
@@ -323,26 +331,25 @@ pub async fn kernel_round_trips(
         while !(replied && idle) {
             let msg = tokio::time::timeout_at(until, ws.next())
                 .await
-                .with_context(|| format!("{}: no kernel reply within {wait:?}", target.via.name()))?
+                .with_context(|| format!("{}: no kernel reply within {wait:?}", target.name))?
                 .context("the kernel WebSocket closed")??;
-            let Message::Binary(data) = msg else { continue };
-            let Some((channel, parts)) = unpack_v1(&data) else {
+            let Some(m) = KernelMessage::read(&msg) else {
                 continue;
             };
-            let [header, parent, _metadata, content, ..] = &parts[..] else {
-                continue;
-            };
-            if parent.get("msg_id").and_then(Value::as_str) != Some(msg_id.as_str()) {
+            if m.parent.get("msg_id").and_then(Value::as_str) != Some(msg_id.as_str()) {
                 continue;
             }
-            match (channel.as_str(), header["msg_type"].as_str().unwrap_or("")) {
+            match (
+                m.channel.as_str(),
+                m.header["msg_type"].as_str().unwrap_or(""),
+            ) {
                 ("shell", "execute_reply") => {
-                    if content["status"] != "ok" {
-                        bail!("1+1 failed: {content}");
+                    if m.content["status"] != "ok" {
+                        bail!("1+1 failed: {}", m.content);
                     }
                     replied = true;
                 }
-                ("iopub", "status") if content["execution_state"] == "idle" => idle = true,
+                ("iopub", "status") if m.content["execution_state"] == "idle" => idle = true,
                 _ => {}
             }
         }
@@ -352,12 +359,47 @@ pub async fn kernel_round_trips(
     }
     let _ = ws.close(None).await;
     if out.is_empty() {
-        bail!(
-            "{}: no kernel round trip within {limit:?}",
-            target.via.name()
-        );
+        bail!("{}: no kernel round trip within {limit:?}", target.name);
     }
     Ok(out)
+}
+
+/// The parts of a kernel message the round trips look at.
+struct KernelMessage {
+    channel: String,
+    header: Value,
+    parent: Value,
+    content: Value,
+}
+
+impl KernelMessage {
+    /// A v1 binary frame or a legacy JSON text frame; `None` for anything else.
+    fn read(msg: &Message) -> Option<KernelMessage> {
+        match msg {
+            Message::Binary(data) => {
+                let (channel, parts) = unpack_v1(data)?;
+                let mut parts = parts.into_iter();
+                let (header, parent, _metadata, content) =
+                    (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+                Some(KernelMessage {
+                    channel,
+                    header,
+                    parent,
+                    content,
+                })
+            }
+            Message::Text(text) => {
+                let mut v: Value = serde_json::from_str(text).ok()?;
+                Some(KernelMessage {
+                    channel: v.get("channel")?.as_str()?.to_string(),
+                    header: v.get_mut("header")?.take(),
+                    parent: v.get_mut("parent_header")?.take(),
+                    content: v.get_mut("content")?.take(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Memory of the front (and of Jupyter) with `n` idle terminal WebSockets open.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::attack::Kind;
 use crate::client::Via;
+use crate::gateway::GatewayPath;
 use crate::measure::Percentiles;
 use crate::procfs::{self, Memory};
 use crate::stack::Versions;
@@ -33,7 +34,7 @@ pub fn machine(v: &Versions) -> Vec<(&'static str, String)> {
             "--dirty",
         ],
     );
-    vec![
+    let mut rows = vec![
         ("CPU", format!("{cpu}, {cores} cores")),
         ("memory", mem),
         ("system", format!("{os}, Linux {}", kernel.trim())),
@@ -48,7 +49,11 @@ pub fn machine(v: &Versions) -> Vec<(&'static str, String)> {
         ("OpenSSL (nginx)", command_output("openssl", &["version"])),
         ("Jupyter", v.jupyter.clone()),
         ("Rust", command_output("rustc", &["--version"])),
-    ]
+    ];
+    if let Some(gateway) = &v.gateway {
+        rows.push(("Enterprise Gateway (its own venv)", gateway.clone()));
+    }
+    rows
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -319,6 +324,7 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         }
         rows.push(row);
     }
+    gateway_rows(&mut rows, r);
     let mut row = Row::new("download from `/files/`, MB/s", "higher", 0);
     for v in Via::ALL {
         row = row.set(v, dl(v, &mb_s));
@@ -623,7 +629,7 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         o,
         "From spawning the process until notebookd logged that it is ready (it\n\
          sends READY=1 then: its Jupyter child answered `GET /api`), and until\n\
-         the direct Jupyter, started the same way, answered `GET /api/status`;\n\
+         the direct Jupyter, started the same way, answered `GET /api`;\n\
          both polled every 5 ms. The difference is what notebookd adds (config,\n\
          TLS files, finding the Jupyter flavour, noticing readiness).\n\n\
          | notebookd to READY, ms | Jupyter alone to answering, ms | difference, ms |\n\
@@ -638,8 +644,122 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         attacks(o, plan, r);
     }
 
+    if !r.gateway.is_empty() {
+        gateway_section(o, plan, r);
+    }
+
     o.push_str(METHOD);
     out
+}
+
+fn gateway_percentiles(r: &Results, path: GatewayPath) -> Option<Percentiles> {
+    r.gateway
+        .get(&path)
+        .map(|s| Percentiles::of(&mut s.clone()))
+}
+
+/// Summary rows of the gateway part: round trips on a gateway kernel by
+/// each way to Jupyter, and what the gateway adds to a local kernel's.
+fn gateway_rows(rows: &mut Vec<Row>, r: &Results) {
+    if r.gateway.is_empty() {
+        return;
+    }
+    let columns = [
+        (Via::Direct, GatewayPath::Direct),
+        (Via::Nginx, GatewayPath::Nginx),
+        (Via::Notebookd, GatewayPath::Notebookd),
+    ];
+    for (name, pick) in [
+        (
+            "p50",
+            (|p: &Percentiles| p.p50) as fn(&Percentiles) -> Duration,
+        ),
+        ("p90", |p: &Percentiles| p.p90),
+        ("p99", |p: &Percentiles| p.p99),
+    ] {
+        let mut row = Row::new(
+            format!("kernel round trip `1+1`, kernel on Enterprise Gateway, {name}, ms"),
+            "lower",
+            2,
+        );
+        for (via, path) in columns {
+            row = row.set(via, gateway_percentiles(r, path).map(|p| ms(pick(&p))));
+        }
+        rows.push(row);
+    }
+    let local = gateway_percentiles(r, GatewayPath::Local).map(|p| ms(p.p50));
+    let over_local = |path| {
+        gateway_percentiles(r, path)
+            .zip(local)
+            .map(|(p, l)| ms(p.p50) - l)
+    };
+    let mut row = Row::new(
+        "kernel round trip `1+1` p50, Enterprise Gateway kernel minus local kernel (same turns), ms (goal ≤ 2 through notebookd)",
+        "lower",
+        2,
+    );
+    for (via, path) in columns {
+        row = row.set(via, over_local(path));
+    }
+    rows.push(row);
+}
+
+/// Section 9: kernels on a gateway.
+fn gateway_section(o: &mut String, plan: &Plan, r: &Results) {
+    o.push_str("\n### 9. Kernels on a gateway\n\n");
+    let _ = writeln!(
+        o,
+        "Jupyter Enterprise Gateway (its own venv, local process kernels, an auth\n\
+         token) on 127.0.0.1, and `1+1` round trips measured as in section 2 on a\n\
+         gateway kernel by each way to it, and on a local kernel through the main\n\
+         notebookd, {reps} runs per path of {samples} executions (after a warm-up),\n\
+         the paths taking turns. notebookd runs with `jupyter.gateway_url` and\n\
+         `jupyter.gateway_token_file` and loads its `notebookd_gateway` extension\n\
+         into its Jupyter (TCP_NODELAY, and quick ACKs after every read, on the\n\
+         kernel WebSockets to the gateway). The nginx path is the other choice: the\n\
+         same Jupyter command line and config without that extension, started\n\
+         with `--GatewayClient.url` and `JUPYTER_GATEWAY_AUTH_TOKEN` as a user\n\
+         would, behind the nginx site of the Method section; the direct path is\n\
+         that Jupyter over its own socket. Every kernel is checked to be the\n\
+         gateway's. Through a gateway, jupyter_server speaks the legacy JSON\n\
+         framing with the client (it does not relay the v1 subprotocol).\n\n\
+         The gateway itself: the client talks to the gateway's kernel WebSocket\n\
+         with the token, acknowledging every read at once as the extension does,\n\
+         so this row is the gateway's own cost without Jupyter. The last row is a\n\
+         second notebookd whose gateway sets TCP_NODELAY on its kernel WebSockets\n\
+         (the operator's hook, `benches/front/gateway_nodelay.py`, on its\n\
+         PYTHONPATH): Enterprise Gateway and Kernel Gateway leave Nagle's\n\
+         algorithm on, so each of a kernel's several small messages per execution\n\
+         waits there until Jupyter has acknowledged the previous one, which it\n\
+         does when it reads it (Linux acknowledges at once only in its quick-ACK\n\
+         mode, which an unprivileged program cannot keep on).\n",
+        reps = plan.reps,
+        samples = plan.rtt_samples,
+    );
+    o.push_str(
+        "| path | samples | p50 ms | p90 ms | p99 ms | p50 minus local kernel's, ms |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    let local = gateway_percentiles(r, GatewayPath::Local).map(|p| ms(p.p50));
+    for path in GatewayPath::ALL {
+        let Some(samples) = r.gateway.get(&path) else {
+            continue;
+        };
+        let p = Percentiles::of(&mut samples.clone());
+        let over = match (path, local) {
+            (GatewayPath::Local, _) | (_, None) => "—".into(),
+            (_, Some(l)) => num(ms(p.p50) - l, 2),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {over} |",
+            path.describe(),
+            samples.len(),
+            num(ms(p.p50), 2),
+            num(ms(p.p90), 2),
+            num(ms(p.p99), 2),
+        );
+    }
 }
 
 /// The runs of one path: the unloaded one and those under attack.
@@ -907,9 +1027,11 @@ fn memory_rounds(o: &mut String, plan: &Plan, r: &Results) {
 const METHOD: &str = r#"
 ## Method
 
-`./dev bench` installs Debian's nginx and the pinned Jupyter venv if they
-are missing, builds notebookd and this benchmark (`benches/front/`) in
-release mode, and runs it. In one temporary directory it starts:
+`./dev bench` installs Debian's nginx, the pinned Jupyter venv and the
+pinned Enterprise Gateway venv if they are missing, builds notebookd and
+this benchmark (`benches/front/`) in release mode, and runs it. In one
+temporary directory it starts (and, for the gateway part, what section 9
+describes):
 
 - **notebookd** (release build) with TLS (a test CA's ECDSA P-256
   certificate), an argon2id password, and its own Jupyter child, as a user

@@ -22,22 +22,30 @@ use crate::procfs;
 /// The size of the file downloaded from `/files/`.
 pub const BIG_FILE: &str = "big.bin";
 
-/// Everything this run started, so a signal can stop it all.
-static STARTED: Mutex<Vec<(u32, Signal)>> = Mutex::new(Vec::new());
+/// Everything this run started, so a signal can stop it all: pid, whether
+/// it leads a process group of its own (then the whole group is signalled),
+/// and its stop signal.
+static STARTED: Mutex<Vec<(u32, bool, Signal)>> = Mutex::new(Vec::new());
+
+/// The pid to signal: the process, or its whole group.
+fn target(pid: u32, group: bool) -> Pid {
+    let pid = pid as i32;
+    Pid::from_raw(if group { -pid } else { pid })
+}
 
 /// Stops every process still registered (on SIGINT/SIGTERM of the bench).
 pub fn stop_everything() {
-    let started: Vec<(u32, Signal)> = STARTED.lock().map(|v| v.clone()).unwrap_or_default();
-    for (pid, sig) in &started {
-        let _ = kill(Pid::from_raw(*pid as i32), *sig);
+    let started = STARTED.lock().map(|v| v.clone()).unwrap_or_default();
+    for (pid, group, sig) in &started {
+        let _ = kill(target(*pid, *group), *sig);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && started.iter().any(|(p, _)| procfs::running(*p)) {
+    while Instant::now() < deadline && started.iter().any(|(p, _, _)| procfs::running(*p)) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    for (pid, _) in &started {
-        if procfs::running(*pid) {
-            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    for (pid, group, _) in &started {
+        if procfs::running(*pid) || *group {
+            let _ = kill(target(*pid, *group), Signal::SIGKILL);
         }
     }
 }
@@ -47,11 +55,37 @@ pub struct Proc {
     pub name: &'static str,
     child: Option<Child>,
     stop: Signal,
+    /// It leads a process group of its own, which is stopped with it (a
+    /// kernel gateway and its kernels).
+    group: bool,
     pub log: PathBuf,
 }
 
 impl Proc {
     fn spawn(name: &'static str, cmd: &mut Command, stop: Signal, log: PathBuf) -> Result<Proc> {
+        Proc::start(name, cmd, stop, false, log)
+    }
+
+    /// Starts `cmd` in a process group of its own: stopping it stops
+    /// whatever it started too.
+    pub fn spawn_group(
+        name: &'static str,
+        cmd: &mut Command,
+        stop: Signal,
+        log: PathBuf,
+    ) -> Result<Proc> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Proc::start(name, cmd, stop, true, log)
+    }
+
+    fn start(
+        name: &'static str,
+        cmd: &mut Command,
+        stop: Signal,
+        group: bool,
+        log: PathBuf,
+    ) -> Result<Proc> {
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;
         let child = cmd
@@ -61,12 +95,13 @@ impl Proc {
             .spawn()
             .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
         if let Ok(mut s) = STARTED.lock() {
-            s.push((child.id(), stop));
+            s.push((child.id(), group, stop));
         }
         Ok(Proc {
             name,
             child: Some(child),
             stop,
+            group,
             log,
         })
     }
@@ -95,7 +130,7 @@ impl Proc {
             return;
         };
         let pid = child.id();
-        let _ = kill(Pid::from_raw(pid as i32), self.stop);
+        let _ = kill(target(pid, self.group), self.stop);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match child.try_wait() {
@@ -111,8 +146,12 @@ impl Proc {
                 }
             }
         }
+        if self.group {
+            // What it started and left behind.
+            let _ = kill(target(pid, true), Signal::SIGKILL);
+        }
         if let Ok(mut s) = STARTED.lock() {
-            s.retain(|(p, _)| *p != pid);
+            s.retain(|(p, _, _)| *p != pid);
         }
     }
 }
@@ -131,13 +170,13 @@ pub fn tail(path: &Path, n: usize) -> String {
 }
 
 /// A free TCP port on loopback (bound and released).
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn private_dir(path: &Path) -> Result<()> {
+pub fn private_dir(path: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -213,6 +252,10 @@ pub struct Stack {
     pub notebookd_port: u16,
     pub notebookd_tls: (PathBuf, PathBuf),
     pub password: String,
+    /// Its hash, for more notebookds with the same password.
+    pub password_hash: String,
+    /// The notebooks every Jupyter serves.
+    pub root: PathBuf,
     /// An API token (`nbctl token create`) for the token client's rows.
     pub token: String,
     pub jupyter: Proc,
@@ -221,6 +264,8 @@ pub struct Stack {
     /// nginx's site with the P-256 certificate, and the same site with the RSA one.
     pub nginx_port_ec: u16,
     pub nginx_port_rsa: u16,
+    /// Where everything of this run is (removed at the end).
+    pub dir: PathBuf,
     /// Last: removed only after the processes above have stopped.
     _dir: tempfile::TempDir,
 }
@@ -237,6 +282,8 @@ pub struct Startup {
 pub struct Versions {
     pub nginx: String,
     pub jupyter: String,
+    /// Enterprise Gateway's, when the gateway part runs.
+    pub gateway: Option<String>,
 }
 
 impl Stack {
@@ -265,37 +312,19 @@ impl Stack {
         let password = "bench-password".to_string();
         let hash = notebookd::auth::password::PasswordHash::generate(&password)
             .map_err(anyhow::Error::msg)?;
-        let notebookd_port = free_port()?;
-        private_dir(&d.join("nb/tls"))?;
-        let notebookd_tls = (d.join("nb/tls/cert.pem"), d.join("nb/tls/key.pem"));
-        let (ec_cert, ec_key) = certs.leaf("ec");
-        std::fs::copy(&ec_cert, &notebookd_tls.0)?;
-        std::fs::copy(&ec_key, &notebookd_tls.1)?;
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{notebookd_port}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\n\n\
-             [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
-             [auth]\npassword_hash = \"{hash}\"\n\n\
-             [limits]\n# The memory rounds open 1,000 WebSockets from one address.\nmax_connections_per_client = 1024\n\n\
-             [jupyter]\ncommand = \"{jupyter}\"\nroot_dir = \"{root}\"\n",
-            state = d.join("nb/state").display(),
-            run = d.join("nb/run").display(),
-            cert = notebookd_tls.0.display(),
-            key = notebookd_tls.1.display(),
-            hash = hash.as_str(),
-            jupyter = venv.join("bin/jupyter").display(),
-            root = root.display(),
-        );
-        let config_path = d.join("nb/notebook.toml");
-        std::fs::write(&config_path, config)?;
-        // nbctl writes tokens.json into the state directory, which the
-        // daemon would otherwise make on its first start.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(d.join("nb/state"))?;
+        let nb = NotebookdConfig::write(
+            &d.join("nb"),
+            venv,
+            &root,
+            certs.leaf("ec"),
+            hash.as_str(),
+            // The memory rounds open 1,000 WebSockets from one address.
+            "[limits]\nmax_connections_per_client = 1024\n",
+            "",
+        )?;
         let made = Command::new(env!("CARGO_BIN_EXE_nbctl"))
             .arg("--config")
-            .arg(&config_path)
+            .arg(&nb.path)
             .args(["token", "create", "bench"])
             .output()?;
         anyhow::ensure!(
@@ -304,140 +333,40 @@ impl Stack {
             String::from_utf8_lossy(&made.stderr)
         );
         let token = String::from_utf8(made.stdout)?.trim().to_string();
-        let notebookd_spawned = Instant::now();
-        let mut notebookd = Proc::spawn(
-            "notebookd",
-            wrapped(
-                "BENCH_WRAP_NOTEBOOKD",
-                Path::new(env!("CARGO_BIN_EXE_notebookd")),
-            )
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("RUST_LOG"),
-            Signal::SIGTERM,
-            d.join("notebookd.log"),
-        )?;
-        wait_for("notebookd to be ready", Duration::from_secs(180), || {
-            notebookd.check_alive()?;
-            Ok(std::fs::read_to_string(&notebookd.log)?.contains("notebookd is ready"))
-        })
-        .await?;
-        let notebookd_start = notebookd_spawned.elapsed();
+        let (notebookd, notebookd_start) = nb.spawn("notebookd", &d.join("notebookd.log")).await?;
 
         // The second Jupyter: notebookd's child's own command line and config file,
         // pointed at another socket.
         eprintln!("==> starting the same Jupyter for the direct and nginx paths");
-        let child = procfs::children(notebookd.pid())
-            .into_iter()
-            .next()
-            .context("notebookd has no Jupyter child")?;
-        let argv = procfs::cmdline(child)?;
-        let nb_jupyter_dir = d.join("nb/run/jupyter");
-        let nb_config = nb_jupyter_dir.join("jupyter_notebookd_config.py");
-        let nb_socket = nb_jupyter_dir.join("jupyter.sock");
         let direct_dir = d.join("direct");
-        private_dir(&direct_dir.join("runtime"))?;
-        let jupyter_socket = direct_dir.join("jupyter.sock");
-        let config_text = std::fs::read_to_string(&nb_config)
-            .with_context(|| format!("cannot read {}", nb_config.display()))?;
-        let nb_socket_text = nb_socket.display().to_string();
-        if !config_text.contains(&nb_socket_text) {
-            bail!("notebookd's Jupyter config does not name its socket {nb_socket_text}");
-        }
-        let direct_config = direct_dir.join("jupyter_config.py");
-        std::fs::write(
-            &direct_config,
-            config_text.replace(&nb_socket_text, &jupyter_socket.display().to_string()),
-        )?;
-        let config_arg = format!("--config={}", nb_config.display());
-        let Some((program, args)) = argv.split_first() else {
-            bail!("empty command line of notebookd's Jupyter");
-        };
-        if !args.contains(&config_arg) {
-            bail!("notebookd's Jupyter runs without {config_arg}: {argv:?}");
-        }
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| {
-                if *a == config_arg {
-                    format!("--config={}", direct_config.display())
-                } else {
-                    a.clone()
-                }
-            })
-            .collect();
+        let (mut command, jupyter_socket) =
+            jupyter_like_child(&notebookd, &nb, &direct_dir, &root, Ok)?;
         let jupyter_spawned = Instant::now();
         let mut jupyter = Proc::spawn(
             "Jupyter (direct)",
-            Command::new(program)
-                .args(&args)
-                .env("JUPYTER_RUNTIME_DIR", direct_dir.join("runtime"))
-                .env("JUPYTER_PLATFORM_DIRS", "1")
-                .env("PYTHONUNBUFFERED", "1")
-                .current_dir(&root),
+            &mut command,
             Signal::SIGTERM,
             d.join("jupyter-direct.log"),
         )?;
-        let probe_socket = jupyter_socket.clone();
-        wait_for_async(
-            "the direct Jupyter to answer",
-            Duration::from_secs(180),
-            &mut jupyter,
-            || {
-                let s = probe_socket.clone();
-                async move { crate::client::unix_status(&s, "/api/status").await }
-            },
-        )
-        .await?;
+        wait_for_jupyter(&mut jupyter, &jupyter_socket).await?;
         let startup = Startup {
             notebookd: notebookd_start,
             jupyter: jupyter_spawned.elapsed(),
         };
 
         eprintln!("==> starting nginx");
-        let nginx_dir = d.join("nginx");
-        std::fs::create_dir_all(nginx_dir.join("tmp"))?;
         let nginx_port_ec = free_port()?;
         let nginx_port_rsa = free_port()?;
-        std::fs::write(
-            nginx_dir.join("nginx.conf"),
-            nginx_conf(
-                &nginx_dir,
-                &jupyter_socket,
-                &[
-                    (nginx_port_ec, certs.leaf("ec")),
-                    (nginx_port_rsa, certs.leaf("rsa")),
-                ],
-            ),
-        )?;
-        let mut nginx = Proc::spawn(
-            "nginx",
-            wrapped("BENCH_WRAP_NGINX", &nginx_binary()?)
-                .arg("-p")
-                .arg(&nginx_dir)
-                .arg("-c")
-                .arg(nginx_dir.join("nginx.conf"))
-                .arg("-e")
-                .arg(nginx_dir.join("error.log")),
-            Signal::SIGQUIT,
-            d.join("nginx.log"),
-        )?;
-        for port in [nginx_port_ec, nginx_port_rsa] {
-            let tls = tls.clone();
-            wait_for_async(
-                "nginx to answer",
-                Duration::from_secs(30),
-                &mut nginx,
-                || {
-                    let tls = tls.clone();
-                    async move { crate::client::tls_probe(&tls, port).await }
-                },
-            )
-            .await?;
-        }
+        let nginx = start_nginx(
+            &d.join("nginx"),
+            &jupyter_socket,
+            &[
+                (nginx_port_ec, certs.leaf("ec")),
+                (nginx_port_rsa, certs.leaf("rsa")),
+            ],
+            &tls,
+        )
+        .await?;
 
         Ok(Stack {
             startup,
@@ -445,15 +374,18 @@ impl Stack {
             certs,
             tls,
             notebookd,
-            notebookd_port,
-            notebookd_tls,
+            notebookd_port: nb.port,
+            notebookd_tls: nb.tls,
             password,
+            password_hash: hash.as_str().to_string(),
+            root,
             token,
             jupyter,
             jupyter_socket,
             nginx,
             nginx_port_ec,
             nginx_port_rsa,
+            dir: d,
             _dir: dir,
         })
     }
@@ -506,7 +438,11 @@ impl Stack {
             .ok()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|| "unknown".into());
-        Versions { nginx, jupyter }
+        Versions {
+            nginx,
+            jupyter,
+            gateway: None,
+        }
     }
 
     pub fn stop(mut self) {
@@ -515,6 +451,202 @@ impl Stack {
         self.notebookd.stop();
         self.jupyter.stop();
     }
+}
+
+/// A config file for a notebookd of the benchmark, in its own directory.
+pub struct NotebookdConfig {
+    pub path: PathBuf,
+    pub port: u16,
+    /// Its certificate and key files (copies, so that they can be swapped).
+    pub tls: (PathBuf, PathBuf),
+    /// Its runtime directory, where it writes its Jupyter's config.
+    pub run: PathBuf,
+}
+
+impl NotebookdConfig {
+    /// Writes the config of a notebookd on a free port of 127.0.0.1 with TLS
+    /// (`leaf`), a password, and Jupyter from `venv` serving `root`; `limits`
+    /// and `jupyter` are more lines of those sections.
+    pub fn write(
+        dir: &Path,
+        venv: &Path,
+        root: &Path,
+        leaf: (PathBuf, PathBuf),
+        hash: &str,
+        limits: &str,
+        jupyter: &str,
+    ) -> Result<NotebookdConfig> {
+        let port = free_port()?;
+        private_dir(&dir.join("tls"))?;
+        let tls = (dir.join("tls/cert.pem"), dir.join("tls/key.pem"));
+        std::fs::copy(&leaf.0, &tls.0)?;
+        std::fs::copy(&leaf.1, &tls.1)?;
+        let run = dir.join("run");
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\n\n\
+             [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             [auth]\npassword_hash = \"{hash}\"\n\n\
+             {limits}\n\
+             [jupyter]\ncommand = \"{jupyter_bin}\"\nroot_dir = \"{root}\"\n{jupyter}",
+            state = dir.join("state").display(),
+            run = run.display(),
+            cert = tls.0.display(),
+            key = tls.1.display(),
+            jupyter_bin = venv.join("bin/jupyter").display(),
+            root = root.display(),
+        );
+        let path = dir.join("notebook.toml");
+        std::fs::write(&path, config)?;
+        // nbctl writes tokens.json into the state directory, which the
+        // daemon would otherwise make on its first start.
+        private_dir(&dir.join("state"))?;
+        Ok(NotebookdConfig {
+            path,
+            port,
+            tls,
+            run,
+        })
+    }
+
+    /// Starts notebookd (the release build) with this config and waits until
+    /// it says it is ready (its Jupyter answered); how long that took.
+    pub async fn spawn(&self, name: &'static str, log: &Path) -> Result<(Proc, Duration)> {
+        let spawned = Instant::now();
+        let mut notebookd = Proc::spawn(
+            name,
+            wrapped(
+                "BENCH_WRAP_NOTEBOOKD",
+                Path::new(env!("CARGO_BIN_EXE_notebookd")),
+            )
+            .arg("--config")
+            .arg(&self.path)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG"),
+            Signal::SIGTERM,
+            log.to_owned(),
+        )?;
+        wait_for(
+            &format!("{name} to be ready"),
+            Duration::from_secs(180),
+            || {
+                notebookd.check_alive()?;
+                Ok(std::fs::read_to_string(&notebookd.log)?.contains("notebookd is ready"))
+            },
+        )
+        .await?;
+        Ok((notebookd, spawned.elapsed()))
+    }
+}
+
+/// A Jupyter started exactly as `notebookd` (with config `nb`) starts its
+/// child: the same command line and the config file it wrote, passed
+/// through `edit`, with only the unix socket changed (to one in `dir`). The
+/// command to spawn, and its socket.
+pub fn jupyter_like_child(
+    notebookd: &Proc,
+    nb: &NotebookdConfig,
+    dir: &Path,
+    root: &Path,
+    edit: impl FnOnce(String) -> Result<String>,
+) -> Result<(Command, PathBuf)> {
+    let child = procfs::children(notebookd.pid())
+        .into_iter()
+        .next()
+        .with_context(|| format!("{} has no Jupyter child", notebookd.name))?;
+    let argv = procfs::cmdline(child)?;
+    let nb_jupyter_dir = nb.run.join("jupyter");
+    let nb_config = nb_jupyter_dir.join("jupyter_notebookd_config.py");
+    let nb_socket = nb_jupyter_dir.join("jupyter.sock");
+    private_dir(&dir.join("runtime"))?;
+    let socket = dir.join("jupyter.sock");
+    let config_text = std::fs::read_to_string(&nb_config)
+        .with_context(|| format!("cannot read {}", nb_config.display()))?;
+    let nb_socket_text = nb_socket.display().to_string();
+    if !config_text.contains(&nb_socket_text) {
+        bail!("notebookd's Jupyter config does not name its socket {nb_socket_text}");
+    }
+    let config = dir.join("jupyter_config.py");
+    std::fs::write(
+        &config,
+        edit(config_text.replace(&nb_socket_text, &socket.display().to_string()))?,
+    )?;
+    let config_arg = format!("--config={}", nb_config.display());
+    let Some((program, args)) = argv.split_first() else {
+        bail!("empty command line of notebookd's Jupyter");
+    };
+    if !args.contains(&config_arg) {
+        bail!("notebookd's Jupyter runs without {config_arg}: {argv:?}");
+    }
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if *a == config_arg {
+                format!("--config={}", config.display())
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let mut command = Command::new(program);
+    command
+        .args(&args)
+        .env("JUPYTER_RUNTIME_DIR", dir.join("runtime"))
+        .env("JUPYTER_PLATFORM_DIRS", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .current_dir(root);
+    Ok((command, socket))
+}
+
+/// Waits until the Jupyter on `socket` answers `GET /api` (as notebookd
+/// waits for its child; `/api/status` would list the kernels, which a
+/// gateway may refuse).
+pub async fn wait_for_jupyter(jupyter: &mut Proc, socket: &Path) -> Result<()> {
+    let what = format!("{} to answer", jupyter.name);
+    wait_for_async(&what, Duration::from_secs(180), jupyter, || {
+        let s = socket.to_owned();
+        async move { crate::client::unix_status(&s, "/api").await }
+    })
+    .await
+}
+
+/// Starts nginx (in `dir`) in front of the Jupyter on `socket`, one TLS site
+/// per `(port, (certificate, key))`, and waits until each answers.
+pub async fn start_nginx(
+    dir: &Path,
+    socket: &Path,
+    sites: &[(u16, (PathBuf, PathBuf))],
+    tls: &TlsConnector,
+) -> Result<Proc> {
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    std::fs::write(dir.join("nginx.conf"), nginx_conf(dir, socket, sites))?;
+    let mut nginx = Proc::spawn(
+        "nginx",
+        wrapped("BENCH_WRAP_NGINX", &nginx_binary()?)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log")),
+        Signal::SIGQUIT,
+        dir.join("nginx.log"),
+    )?;
+    for (port, _) in sites {
+        let port = *port;
+        wait_for_async(
+            "nginx to answer",
+            Duration::from_secs(30),
+            &mut nginx,
+            || {
+                let tls = tls.clone();
+                async move { crate::client::tls_probe(&tls, port).await }
+            },
+        )
+        .await?;
+    }
+    Ok(nginx)
 }
 
 /// `program`, or `$VAR program` when the environment variable is set: e.g.

@@ -12,8 +12,11 @@
 //! Neither jupyter_server's gateway client nor the gateways set TCP_NODELAY,
 //! so each small kernel message waited for the peer's delayed ACK (40 ms on
 //! Linux). notebookd gives Jupyter a small server extension,
-//! `notebookd_gateway`, that sets TCP_NODELAY on every connection tornado
-//! opens (the gateway's HTTP requests and kernel WebSockets).
+//! `notebookd_gateway`, that sets TCP_NODELAY on the kernel WebSockets
+//! Jupyter opens to the gateway and acknowledges what arrives on them as
+//! soon as Jupyter reads it (TCP_QUICKACK after every read). The gateway's
+//! own side still holds a message until the previous one is acknowledged;
+//! only the gateway can turn that off (README, "Kernels on a cluster").
 //!
 //! Health: `GET {base_url}api/kernelspecs` through Jupyter's socket, which
 //! jupyter_server answers by asking the gateway, is the path a user's

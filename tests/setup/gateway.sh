@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The kernel gateways for the gateway tests (tests/it/gateway.rs), each
-# pinned and in a venv of its own under $CACHE:
+# The kernel gateways for the gateway tests (tests/it/gateway.rs) and the
+# gateway part of `./dev bench` (Enterprise Gateway only), each pinned and
+# in a venv of its own under $CACHE:
 # - Jupyter Enterprise Gateway (enterprise-gateway-requirements.txt): it pins
 #   jupyter_server<2 and jupyter_client<7, which the Jupyter venv cannot
 #   share (on a cluster it is a separate install too);

@@ -12,9 +12,15 @@ Linux delays that acknowledgement by up to 40 ms. So this extension, on
 every client WebSocket once its handshake is done:
 
 - sets TCP_NODELAY, so what Jupyter sends to the gateway leaves at once;
-- acknowledges what the gateway sends at once (TCP_QUICKACK after each
-  read: Linux clears it as it goes), so the gateway's held-back messages
-  follow without the 40 ms wait, whatever the gateway's own settings.
+- acknowledges what the gateway sends as soon as it is read (TCP_QUICKACK
+  after each read: Linux clears it as it goes), so the gateway's held-back
+  messages follow without the 40 ms wait, whatever the gateway's own
+  settings.
+
+Linux acknowledges a segment on arrival only in its quick-ACK mode, which
+no socket option keeps on, so a held-back message still waits until
+Jupyter has read the one before it (and, over a network, for that ACK to
+travel): only TCP_NODELAY on the gateway's side removes that.
 """
 
 import socket
