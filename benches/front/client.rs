@@ -57,20 +57,29 @@ pub async fn alongside<T>(conn: &mut Inline, work: impl Future<Output = Result<T
 /// Bounds every single exchange of the setup steps.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A TLS 1.3 client trusting only the benchmark CA, with session
-/// resumption off so that every connection is a full handshake.
-pub fn tls_connector(ca: &Path) -> Result<TlsConnector> {
+/// A TLS 1.3 client trusting only the benchmark CA that offers the cipher
+/// suites in the order browsers do (Chrome, Firefox and Safari list
+/// AES-128-GCM first), with session resumption off so that every
+/// connection is a full handshake, or on (`resume`).
+pub fn tls_connector(ca: &Path, resume: bool) -> Result<TlsConnector> {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).context("cannot read the bench CA")? {
         roots.add(cert?)?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }

@@ -164,6 +164,8 @@ pub struct Results {
     /// `GET /api/contents` on notebookd with `Authorization: token`.
     pub api_token: Vec<LoadRun>,
     pub rtt: BTreeMap<Via, Vec<Duration>>,
+    /// The CPU of each run of kernel round trips, and how many it measured.
+    pub rtt_cpu: BTreeMap<Via, Vec<(measure::Cpu, usize)>>,
     pub downloads: BTreeMap<Via, Vec<DownloadRun>>,
     /// By key type ("ECDSA P-256", "RSA 2048"), then path.
     pub handshakes: BTreeMap<&'static str, BTreeMap<Via, Vec<HandshakeRun>>>,
@@ -459,10 +461,14 @@ async fn measure_all(
             for t in in_turn(&targets, rep) {
                 eprintln!("==> {}: kernel round trips (run {})", t.via.name(), rep + 1);
                 let warmup = if rep == 0 { plan.rtt_warmup } else { 5 };
-                let samples =
+                let trips =
                     measure::kernel_round_trips(t, rep, warmup, plan.rtt_samples, plan.rtt_limit)
                         .await?;
-                r.rtt.entry(t.via).or_default().extend(samples);
+                r.rtt_cpu
+                    .entry(t.via)
+                    .or_default()
+                    .push((trips.cpu, trips.samples.len()));
+                r.rtt.entry(t.via).or_default().extend(trips.samples);
             }
         }
     }
@@ -494,9 +500,15 @@ async fn measure_all(
 
     if plan.wants("handshakes") {
         r.load.push(("TLS handshakes", procfs::loadavg()));
-        for (kind, key, nginx_port) in [
-            ("ECDSA P-256", "ec", stack.nginx_port_ec),
-            ("RSA 2048", "rsa", stack.nginx_port_rsa),
+        for (kind, key, nginx_port, tls) in [
+            ("ECDSA P-256", "ec", stack.nginx_port_ec, stack.tls.clone()),
+            ("RSA 2048", "rsa", stack.nginx_port_rsa, stack.tls.clone()),
+            (
+                "ECDSA P-256, resumed",
+                "ec",
+                stack.nginx_port_ec,
+                stack.tls_resuming.clone(),
+            ),
         ] {
             stack.notebookd_use_cert(key).await?;
             let servers = [
@@ -513,7 +525,7 @@ async fn measure_all(
                     );
                     measure::hook_pids("start", "handshakes", *via, pids)?;
                     let run = measure::handshakes(
-                        &stack.tls,
+                        &tls,
                         *port,
                         pids,
                         plan.handshakes,
@@ -611,7 +623,8 @@ async fn gateway_round_trips(
                     plan.rtt_samples,
                     plan.rtt_limit,
                 )
-                .await?;
+                .await?
+                .samples;
                 out.entry(*path).or_default().extend(samples);
             }
         }
@@ -770,6 +783,7 @@ async fn under_attack(
     let half = plan.attack_time / 2;
     let rtt = measure::kernel_round_trips(t, 100 + index, 2, plan.attack_rtt_samples, half)
         .await
+        .map(|trips| trips.samples)
         .map_err(|e| format!("{e:#}"));
     let api = measure::api_load(t, "attack", plan.attack_api_requests, 1, half)
         .await

@@ -278,13 +278,21 @@ pub async fn download(
 /// idle have arrived. The first `warmup` are not kept. Binary frames of the
 /// v1 subprotocol, or JSON text frames where the kernels are on a gateway
 /// (see [`Target::kernels_on_gateway`]).
+/// Kernel round trips: their latencies, and the CPU the front and Jupyter
+/// spent on them (from the first measured one to the last).
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrips {
+    pub samples: Vec<Duration>,
+    pub cpu: Cpu,
+}
+
 pub async fn kernel_round_trips(
     target: &Target,
     run: usize,
     warmup: usize,
     samples: usize,
     limit: Duration,
-) -> Result<Vec<Duration>> {
+) -> Result<RoundTrips> {
     // A new session id per connection, as a browser's page has: Jupyter
     // treats a known one as a reconnection (replaying buffered messages).
     let path = format!(
@@ -295,9 +303,13 @@ pub async fn kernel_round_trips(
     let mut ws = target.websocket(&path, v1.then_some(SUBPROTOCOL)).await?;
     let deadline = Instant::now() + limit;
     let mut out = Vec::with_capacity(samples);
+    let mut probe = None;
     for i in 0..warmup + samples {
         if Instant::now() > deadline {
             break;
+        }
+        if i == warmup {
+            probe = Some(CpuProbe::start(target)?);
         }
         let msg_id = format!("bench-{}-{run}-{i}", target.name);
         let header = json!({
@@ -357,11 +369,12 @@ pub async fn kernel_round_trips(
             out.push(t.elapsed());
         }
     }
+    let cpu = probe.map(CpuProbe::stop).transpose()?.unwrap_or_default();
     let _ = ws.close(None).await;
     if out.is_empty() {
         bail!("{}: no kernel round trip within {limit:?}", target.name);
     }
-    Ok(out)
+    Ok(RoundTrips { samples: out, cpu })
 }
 
 /// The parts of a kernel message the round trips look at.
@@ -448,13 +461,18 @@ pub async fn idle_websockets(target: &Target, n: usize, limit: Duration) -> Resu
     })
 }
 
-/// Full TLS 1.3 handshakes: a new TCP connection each time, no resumption;
-/// the client closes with close_notify right after the handshake.
+/// TLS 1.3 handshakes: a new TCP connection each time (full, or resumed
+/// when the client keeps tickets); the client closes with close_notify
+/// right after the handshake.
 #[derive(Debug, Clone, Default)]
 pub struct HandshakeRun {
     pub count: usize,
+    /// Of those, how many were resumed (a ticket of an earlier one).
+    pub resumed: usize,
     pub secs: f64,
     pub server_ns: u64,
+    /// This benchmark's own CPU time meanwhile: the client's.
+    pub client_ns: u64,
     pub negotiated: String,
 }
 
@@ -482,15 +500,21 @@ pub async fn handshakes(
     };
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    let resumed = Arc::new(AtomicUsize::new(0));
+    let me = [std::process::id()];
     let start_cpu = procfs::cpu_ns(server_pids)?;
+    let start_client = procfs::cpu_ns(&me)?;
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (next, done, tls) = (next.clone(), done.clone(), tls.clone());
+        let (next, done, resumed, tls) = (next.clone(), done.clone(), resumed.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
                 let mut s = tls_stream(&tls, port).await?;
+                if s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                    resumed.fetch_add(1, Ordering::Relaxed);
+                }
                 s.shutdown().await?;
                 // Read the server's tickets and its close, so each connection ends cleanly.
                 let mut sink = [0u8; 4096];
@@ -510,10 +534,13 @@ pub async fn handshakes(
     // The server may still be tearing the last connections down.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let server_ns = procfs::cpu_ns(server_pids)?.saturating_sub(start_cpu);
+    let client_ns = procfs::cpu_ns(&me)?.saturating_sub(start_client);
     Ok(HandshakeRun {
         count: done.load(Ordering::Relaxed),
+        resumed: resumed.load(Ordering::Relaxed),
         secs,
         server_ns,
+        client_ns,
         negotiated,
     })
 }

@@ -220,6 +220,8 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     let hs_cpu =
         |h: &crate::measure::HandshakeRun| h.server_ns as f64 / 1e3 / h.count.max(1) as f64;
     let hs_rate = |h: &crate::measure::HandshakeRun| h.count as f64 / h.secs;
+    let hs_client =
+        |h: &crate::measure::HandshakeRun| h.client_ns as f64 / 1e3 / h.count.max(1) as f64;
     let front = |via: Via| via != Via::Direct;
     let per_ws = |via: Via, jupyter: bool| {
         r.sockets.get(&via).map(|s| {
@@ -324,6 +326,37 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         }
         rows.push(row);
     }
+    // The median run's CPU per round trip (each run: 200 executions).
+    let rtt_cpu = |via: Via, f: &dyn Fn(&crate::measure::Cpu) -> u64| {
+        r.rtt_cpu.get(&via).and_then(|runs| {
+            median(
+                runs.iter()
+                    .map(|(cpu, n)| f(cpu) as f64 / (*n).max(1) as f64)
+                    .collect(),
+            )
+        })
+    };
+    let mut row = Row::new(
+        "kernel round trip `1+1`: CPU of the front per round trip, µs",
+        "lower",
+        0,
+    );
+    for v in Via::ALL {
+        row = row.set(
+            v,
+            rtt_cpu(v, &|c| c.front_ns).map(|ns| ns / 1e3).filter(|_| front(v)),
+        );
+    }
+    rows.push(row);
+    let mut row = Row::new(
+        "kernel round trip `1+1`: context switches of the front per round trip",
+        "lower",
+        2,
+    );
+    for v in Via::ALL {
+        row = row.set(v, rtt_cpu(v, &|c| c.front_switches).filter(|_| front(v)));
+    }
+    rows.push(row);
     gateway_rows(&mut rows, r);
     let mut row = Row::new("download from `/files/`, MB/s", "higher", 0);
     for v in Via::ALL {
@@ -339,17 +372,27 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     }
     rows.push(row);
     for kind in r.handshakes.keys() {
-        let mut row = Row::new(
-            format!("full TLS 1.3 handshake, {kind}: server CPU, µs"),
-            "lower",
-            0,
-        );
+        let what = if kind.contains("resumed") {
+            "TLS 1.3 handshake"
+        } else {
+            "full TLS 1.3 handshake"
+        };
+        let mut row = Row::new(format!("{what}, {kind}: server CPU, µs"), "lower", 0);
         for v in [Via::Nginx, Via::Notebookd] {
             row = row.set(v, hs(kind, v, &hs_cpu));
         }
         rows.push(row);
         let mut row = Row::new(
-            format!("full TLS 1.3 handshakes/s, {kind} (client on the same cores)"),
+            format!("{what}s per second of the server's CPU, {kind}"),
+            "higher",
+            0,
+        );
+        for v in [Via::Nginx, Via::Notebookd] {
+            row = row.set(v, hs(kind, v, &hs_cpu).map(|us| 1e6 / us));
+        }
+        rows.push(row);
+        let mut row = Row::new(
+            format!("{what}s/s, {kind} (client on the same cores)"),
             "higher",
             0,
         );
@@ -504,20 +547,36 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         "`1+1` on a python3 kernel over the kernel WebSocket (subprotocol\n\
          `v1.kernel.websocket.jupyter.org`), one execution at a time: from sending\n\
          `execute_request` until its `execute_reply` and the kernel's `idle` status\n\
-         have both arrived. {} runs per path of {} executions (after a warm-up).\n",
+         have both arrived. {} runs per path of {} executions (after a warm-up).\n\
+         CPU per round trip: the front's (every thread) and Jupyter's (its\n\
+         server process, not the kernel's), from the first measured execution\n\
+         to the last; the runs' range.\n",
         plan.reps, plan.rtt_samples
     );
-    o.push_str("| path | samples | p50 ms | p90 ms | p99 ms |\n|---|---:|---:|---:|---:|\n");
+    o.push_str("| path | samples | p50 ms | p90 ms | p99 ms | front CPU µs/round trip | front context switches/round trip | Jupyter CPU µs/round trip |\n|---|---:|---:|---:|---:|---|---|---|\n");
     for (via, samples) in &r.rtt {
         let p = Percentiles::of(&mut samples.clone());
+        let runs = r.rtt_cpu.get(via).map(Vec::as_slice).unwrap_or_default();
+        let per = |f: fn(&crate::measure::Cpu) -> f64| -> Vec<f64> {
+            runs.iter().map(|(c, n)| f(c) / (*n).max(1) as f64).collect()
+        };
+        let (front_cpu, switches) = if *via == Via::Direct {
+            ("—".to_string(), "—".to_string())
+        } else {
+            (
+                range(&per(|c| c.front_ns as f64 / 1e3), 0),
+                range(&per(|c| c.front_switches as f64), 2),
+            )
+        };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {front_cpu} | {switches} | {} |",
             via.name(),
             samples.len(),
             num(ms(p.p50), 2),
             num(ms(p.p90), 2),
-            num(ms(p.p99), 2)
+            num(ms(p.p99), 2),
+            range(&per(|c| c.jupyter_ns as f64 / 1e3), 0),
         );
     }
 
@@ -553,33 +612,48 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         );
     }
 
-    o.push_str("\n### 4. Full TLS handshakes\n\n");
+    o.push_str("\n### 4. TLS handshakes\n\n");
     let _ = writeln!(
         o,
-        "A new TCP connection per handshake, TLS 1.3 only, no session resumption;\n\
-         the client closes with close_notify right after the handshake and reads\n\
-         to the end. {} handshakes per run from {} concurrent clients, {} runs per\n\
-         server and key type; both servers use the same certificate and key.\n\
-         Server CPU is the server's CPU time divided by the handshakes. The\n\
-         rate is bounded by the client, which runs on the same cores: server CPU\n\
-         is the comparison to trust.\n",
+        "A new TCP connection per handshake, TLS 1.3 only; the client closes with\n\
+         close_notify right after the handshake and reads to the end. {} handshakes\n\
+         per run from {} concurrent clients, {} runs per server and key type; both\n\
+         servers use the same certificate and key. The client is rustls (aws-lc-rs)\n\
+         offering the TLS 1.3 cipher suites in browsers' order (AES-128-GCM,\n\
+         AES-256-GCM, ChaCha20) and the key exchange groups X25519, P-256, P-384;\n\
+         it verifies the certificate. Full handshakes: the client keeps no\n\
+         session. Resumed: it keeps the session tickets the server sends and\n\
+         offers one on the next connection (PSK with a new X25519 exchange, as\n\
+         browsers resume); the resumed column counts the handshakes the server\n\
+         took up. nginx's site has Debian's `ssl_prefer_server_ciphers on`, so\n\
+         OpenSSL picks its own first TLS 1.3 suite (AES-256-GCM-SHA384) for every\n\
+         client, browsers included; notebookd picks AES-128-GCM-SHA256 unless a\n\
+         client lists ChaCha20 first. Server CPU is the server's CPU time divided\n\
+         by the handshakes, client CPU this benchmark's. The rate is bounded by\n\
+         the client, which runs on the same two cores: the server's CPU per\n\
+         handshake (or handshakes per second of it) is the comparison to trust.\n",
         plan.handshakes, plan.handshake_concurrency, plan.reps
     );
-    o.push_str("| key | server | negotiated | handshakes/s | server CPU µs/handshake |\n|---|---|---|---|---|\n");
+    o.push_str("| handshakes | server | negotiated | resumed | handshakes/s | server CPU µs/handshake | client CPU µs/handshake |\n|---|---|---|---:|---|---|---|\n");
     for (kind, by_via) in &r.handshakes {
         for (via, runs) in by_via {
             let rates: Vec<f64> = runs.iter().map(hs_rate).collect();
             let cpu: Vec<f64> = runs.iter().map(hs_cpu).collect();
+            let client: Vec<f64> = runs.iter().map(hs_client).collect();
             let negotiated = runs
                 .first()
                 .map(|h| h.negotiated.clone())
                 .unwrap_or_default();
+            let (resumed, count) = runs
+                .iter()
+                .fold((0, 0), |(r, c), h| (r + h.resumed, c + h.count));
             let _ = writeln!(
                 o,
-                "| {kind} | {} | {negotiated} | {} | {} |",
+                "| {kind} | {} | {negotiated} | {resumed} of {count} | {} | {} | {} |",
                 via.name(),
                 range(&rates, 0),
-                range(&cpu, 0)
+                range(&cpu, 0),
+                range(&client, 0)
             );
         }
     }

@@ -248,6 +248,8 @@ pub struct Stack {
     pub big_file_bytes: u64,
     pub certs: Certs,
     pub tls: TlsConnector,
+    /// The same client with session resumption on (the resumed handshakes).
+    pub tls_resuming: TlsConnector,
     pub notebookd: Proc,
     pub notebookd_port: u16,
     pub notebookd_tls: (PathBuf, PathBuf),
@@ -293,7 +295,8 @@ impl Stack {
             .tempdir()?;
         let d = dir.path().to_owned();
         let certs = Certs::make(&d.join("certs"))?;
-        let tls = crate::client::tls_connector(&certs.ca())?;
+        let tls = crate::client::tls_connector(&certs.ca(), false)?;
+        let tls_resuming = crate::client::tls_connector(&certs.ca(), true)?;
 
         let root = d.join("root");
         std::fs::create_dir_all(&root)?;
@@ -373,6 +376,7 @@ impl Stack {
             big_file_bytes,
             certs,
             tls,
+            tls_resuming,
             notebookd,
             notebookd_port: nb.port,
             notebookd_tls: nb.tls,

@@ -85,15 +85,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // One thread per core serves the client connections (see workers.rs).
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let workers = Arc::new(Workers::start(cores).context("cannot start the worker threads")?);
-    for listener in listeners {
-        tokio::spawn(listen::accept_loop(
-            app.clone(),
-            listener,
-            door.clone(),
-            workers.clone(),
-        ));
-    }
-    drop(door);
+    listen::accept_on_workers(&app, &listeners, &door, &workers)
+        .context("cannot hand the listening sockets to the worker threads")?;
+    drop((door, listeners));
     let scheme = if config.tls.enabled { "https" } else { "http" };
     for addr in &config.server.listen.0 {
         tracing::info!("listening on {scheme}://{addr}{}", config.server.base_url);
@@ -126,6 +120,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         for (listener, addr) in http.into_iter().zip(&config.tls.acme.http_listen.0) {
             tracing::info!("answering ACME HTTP-01 and redirecting to https on http://{addr}");
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .with_context(|| format!("cannot listen on {addr}"))?;
             tokio::spawn(crate::front::acme::serve_http(app.clone(), listener));
         }
     }

@@ -214,7 +214,10 @@ mod tests {
         let mut answer = Vec::new();
         ours.read_to_end(&mut answer).await.unwrap();
         assert_eq!(answer, b"answer");
-        assert!(ours.write.is_none(), "the answer ends the write registration");
+        assert!(
+            ours.write.is_none(),
+            "the answer ends the write registration"
+        );
         let got = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
             .await
             .unwrap()

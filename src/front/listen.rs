@@ -73,7 +73,9 @@ impl DoorKeeper {
 }
 
 /// Binds every address or fails naming the one that could not be bound.
-pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+/// The listeners are std's: each worker thread registers its own copy
+/// ([`accept_loop`]).
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, String> {
     let mut out = Vec::with_capacity(addrs.len());
     for addr in addrs {
         let socket = if addr.is_ipv4() {
@@ -99,9 +101,60 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
                 };
                 format!("cannot listen on {addr}: {e}{hint}")
             })?;
+        let listener = listener
+            .into_std()
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        // Accepted connections inherit these (Linux copies them from the
+        // listening socket): no setsockopt per connection.
+        set_inherited_options(&listener);
         out.push(listener);
     }
     Ok(out)
+}
+
+/// Options every accepted connection gets from its listener: small kernel
+/// messages must not wait for a delayed ACK (TCP_NODELAY), and dead peers
+/// are noticed (keep-alive probes on an idle connection).
+fn set_inherited_options(listener: &std::net::TcpListener) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(listener, sockopt::TcpNoDelay, &true);
+    let _ = setsockopt(listener, sockopt::KeepAlive, &true);
+    let _ = setsockopt(listener, sockopt::TcpKeepIdle, &60);
+    let _ = setsockopt(listener, sockopt::TcpKeepInterval, &15);
+    let _ = setsockopt(listener, sockopt::TcpKeepCount, &4);
+}
+
+/// A bound on how long sent data may stay unacknowledged
+/// (`limits.send_timeout`, reloadable), inherited like the options above.
+fn set_send_timeout(listener: &TcpListener, send_timeout: Duration) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let ms = u32::try_from(send_timeout.as_millis()).unwrap_or(u32::MAX);
+    let _ = setsockopt(listener, sockopt::TcpUserTimeout, &ms);
+}
+
+/// Accepts connections on every worker thread until the door closes: each
+/// registers its own copy of each listener, takes the connections it wins,
+/// and serves them where they arrived (no hand-over between threads, which
+/// cost two epoll_ctl calls and a wake-up of the worker per connection).
+pub fn accept_on_workers(
+    app: &Arc<App>,
+    listeners: &[std::net::TcpListener],
+    door: &Door,
+    workers: &Workers,
+) -> std::io::Result<()> {
+    for listener in listeners {
+        for worker in 0..workers.len() {
+            let copy = listener.try_clone()?;
+            let (app, door) = (app.clone(), door.clone());
+            workers.spawn_on(worker, async move {
+                match TcpListener::from_std(copy) {
+                    Ok(listener) => accept_loop(app, listener, door).await,
+                    Err(e) => tracing::error!("a worker thread cannot listen: {e}"),
+                }
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Accepts connections on `listener` until the door closes.
@@ -109,19 +162,27 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
 /// Beyond `limits.max_connections`, a few more connections are accepted
 /// only to be told `503 Service Unavailable` (with `Retry-After`); past
 /// those, new connections wait in the kernel's backlog.
-pub async fn accept_loop(
-    app: Arc<App>,
-    listener: TcpListener,
-    mut door: Door,
-    workers: Arc<Workers>,
-) {
+async fn accept_loop(app: Arc<App>, listener: TcpListener, mut door: Door) {
+    let mut send_timeout = None;
     loop {
-        let slot = tokio::select! {
+        // Wait for a place (to serve or to refuse) before accepting: past both
+        // limits, connections stay in the kernel's backlog. The place is
+        // taken only once a connection is there, as the other threads accept
+        // on the same listener.
+        let free = tokio::select! {
             biased;
             _ = door.shutdown.changed() => return,
-            p = door.slots.clone().acquire_owned() => match p { Ok(p) => Slot::Serve(p), Err(_) => return },
-            p = door.overflow.clone().acquire_owned() => match p { Ok(p) => Slot::Refuse(p, Refusal::Full), Err(_) => return },
+            p = door.slots.acquire() => p.is_ok(),
+            p = door.overflow.acquire() => p.is_ok(),
         };
+        if !free {
+            return;
+        }
+        let wanted = app.settings().config.limits.send_timeout.get();
+        if send_timeout != Some(wanted) {
+            set_send_timeout(&listener, wanted);
+            send_timeout = Some(wanted);
+        }
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -137,16 +198,13 @@ pub async fn accept_loop(
             },
             _ = door.shutdown.changed() => return,
         };
-        // A slot may have freed up while we waited for the connection.
-        let slot = match slot {
-            Slot::Refuse(p, why) => match door.slots.clone().try_acquire_owned() {
-                Ok(serve) => {
-                    drop(p);
-                    Slot::Serve(serve)
-                }
-                Err(_) => Slot::Refuse(p, why),
+        let slot = match door.slots.clone().try_acquire_owned() {
+            Ok(serve) => Slot::Serve(serve),
+            Err(_) => match door.overflow.clone().try_acquire_owned() {
+                Ok(p) => Slot::Refuse(p, Refusal::Full),
+                // Another thread took the last place meanwhile: just close it.
+                Err(_) => continue,
             },
-            serve => serve,
         };
         let (slot, client) = match slot {
             Slot::Serve(permit) => match count_client(&app, &door, peer) {
@@ -162,25 +220,9 @@ pub async fn accept_loop(
             },
             refuse => (refuse, None),
         };
-        // Registered with the worker's own I/O driver rather than this one's:
-        // its readiness is then never relayed from thread to thread.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%peer, "cannot hand the connection to a worker: {e}");
-                continue;
-            }
-        };
         let app = app.clone();
         let door = door.clone();
-        workers.spawn(async move {
-            let stream = match TcpStream::from_std(stream) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(%peer, "cannot take over the connection: {e}");
-                    return;
-                }
-            };
+        tokio::spawn(async move {
             match slot {
                 Slot::Serve(permit) => {
                     let held = Arc::new(Held::new(permit, client));
@@ -230,18 +272,6 @@ fn count_client(
     door.clients.enter(ip, max).map(Some).ok_or(())
 }
 
-/// Dead peers are noticed: keep-alive probes on an idle connection, and a
-/// bound on how long sent data may stay unacknowledged.
-fn set_socket_options(stream: &TcpStream, send_timeout: Duration) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
-    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &60);
-    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &15);
-    let _ = setsockopt(stream, sockopt::TcpKeepCount, &4);
-    let ms = u32::try_from(send_timeout.as_millis()).unwrap_or(u32::MAX);
-    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &ms);
-}
-
 /// Connections over the limit at once that get a 503 rather than a wait.
 const OVERFLOW_ANSWERS: usize = 64;
 
@@ -253,11 +283,9 @@ async fn serve_connection(
     slot: Arc<Held>,
 ) {
     let _alive = door.alive.clone();
-    // Small kernel messages must not wait for a delayed ACK.
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY, keep-alive probes and TCP_USER_TIMEOUT came from the listener.
     let settings = app.settings();
     let limits = &settings.config.limits;
-    set_socket_options(&stream, limits.send_timeout.get());
     let mut http = hyper::server::conn::http1::Builder::new();
     // The header read timeout and the keep-alive timeout are TimedIo's (it answers 408).
     http.timer(TokioTimer::new())

@@ -42,7 +42,6 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::auth::LoginGuard;
 use crate::auth::session::{SessionKeys, SessionSecret};
@@ -63,7 +62,7 @@ pub struct Settings {
     /// `None` while no password is configured: then nothing but the setup page is served.
     pub keys: Option<SessionKeys>,
     pub headers: HeaderPolicy,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<tls::TlsDoor>,
     /// The certificate `tls` serves, swappable without a reload.
     pub live_cert: Option<Arc<tls::LiveCert>>,
 }
@@ -75,10 +74,10 @@ impl Settings {
             let served = acme::initial_cert(&config)?;
             let alpn = config.tls.acme.challenge == crate::config::AcmeChallenge::TlsAlpn01;
             let loaded = tls::serve(served, alpn)?;
-            (Some(TlsAcceptor::from(loaded.config)), Some(loaded.live))
+            (Some(loaded.door), Some(loaded.live))
         } else if config.tls.enabled {
             let loaded = tls::load(&config.tls.cert, &config.tls.key).map_err(|e| e.to_string())?;
-            (Some(TlsAcceptor::from(loaded.config)), Some(loaded.live))
+            (Some(loaded.door), Some(loaded.live))
         } else {
             (None, None)
         };

@@ -520,7 +520,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// other cookies, trimmed, joined with `; ` into one header (one allocation).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     let name = name.as_bytes();
-    let is_ours = |c: &[u8]| c.strip_prefix(name).is_some_and(|v| v.first() == Some(&b'='));
+    let is_ours = |c: &[u8]| {
+        c.strip_prefix(name)
+            .is_some_and(|v| v.first() == Some(&b'='))
+    };
     let mut capacity = 0;
     let mut count = 0;
     for v in headers.get_all(header::COOKIE) {

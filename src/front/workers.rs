@@ -88,6 +88,14 @@ impl Workers {
         drop(self.runtimes[i].spawn(task));
     }
 
+    /// Runs `task` on worker thread `i` (modulo their number).
+    pub fn spawn_on<F>(&self, i: usize, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.runtimes[i % self.runtimes.len()].spawn(task));
+    }
+
     /// Stops the threads, cancelling what still runs on them, and waits for
     /// them to end. Blocks: call it from a blocking context.
     pub fn stop(&self) {
