@@ -11,7 +11,9 @@
 //! (it walks every heap, holding each heap's lock).
 //!
 //! Closing is seen in two counters: served connections that ended (a
-//! WebSocket's at its upgrade) and open WebSockets falling.
+//! WebSocket's at its upgrade) and open WebSockets falling. The unused
+//! connections to Jupyter that closed client connections left are closed
+//! then too: they would keep their read buffers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,8 @@ pub async fn release_after_closes(app: Arc<App>) {
     loop {
         tick.tick().await;
         if releases.due(counters(&app), Instant::now()) {
+            // Their buffers first, so that what they held goes back too.
+            app.upstream.close_idle();
             release_free_memory();
         }
     }
