@@ -661,6 +661,56 @@ impl<B: Body + Unpin> Body for ResponseBody<B> {
 mod tests {
     use super::*;
 
+    /// A waker that counts its clones (each keeps a task's memory).
+    struct CountedWake;
+
+    impl std::task::Wake for CountedWake {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// Once upgraded, nothing of the connection keeps a waker of the task
+    /// that served its requests: the WebSocket's own task reads it now, and
+    /// a waker would keep the ended task's memory for the socket's life.
+    #[tokio::test]
+    async fn an_upgraded_connection_keeps_no_waker_of_the_ended_task() {
+        let (ours, _peer) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut io = TimedIo::new(
+            ours,
+            state.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(75),
+        );
+        let served_by = Arc::new(CountedWake);
+        let waker = Waker::from(served_by.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut space = [0u8; 16];
+        // The request task waits for a head (its timer holds the waker),
+        // then for a body while busy (the state parks it).
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_pending());
+        state.request_started();
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_pending());
+        drop(waker);
+        assert!(
+            Arc::strong_count(&served_by) > 1,
+            "the waits hold the waker"
+        );
+
+        state.upgraded();
+        let websocket = Arc::new(CountedWake);
+        let waker = Waker::from(websocket.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_pending());
+        assert_eq!(
+            Arc::strong_count(&served_by),
+            1,
+            "a waker of the ended task is still held"
+        );
+    }
+
     #[test]
     fn clients_are_counted_per_address_and_ipv6_per_64() {
         let counts = Arc::new(ClientCounts::default());
