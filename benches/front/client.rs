@@ -92,8 +92,28 @@ pub async fn tls_stream(
     tls: &TlsConnector,
     port: u16,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    tls_stream_from(tls, port, None).await
+}
+
+/// A TLS connection from `source` (a loopback address bound before
+/// connecting), or from the default address.
+pub async fn tls_stream_from(
+    tls: &TlsConnector,
+    port: u16,
+    source: Option<std::net::IpAddr>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let connect = async {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let tcp = match source {
+            None => TcpStream::connect(server).await?,
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket
+                    .bind(std::net::SocketAddr::new(ip, 0))
+                    .with_context(|| format!("cannot bind to {ip}"))?;
+                socket.connect(server).await?
+            }
+        };
         tcp.set_nodelay(true)?;
         Ok::<_, anyhow::Error>(tls.connect(localhost()?, tcp).await?)
     };
@@ -304,6 +324,11 @@ impl Target {
     }
 
     pub async fn connect(&self) -> Result<Stream> {
+        self.connect_from(None).await
+    }
+
+    /// A connection from `source` (TCP only; a unix socket has no address).
+    pub async fn connect_from(&self, source: Option<std::net::IpAddr>) -> Result<Stream> {
         Ok(match &self.addr {
             Addr::Unix(path) => Box::new(
                 tokio::time::timeout(STEP_TIMEOUT, UnixStream::connect(path))
@@ -311,7 +336,7 @@ impl Target {
                     .context("connecting took longer than 60s")?
                     .with_context(|| format!("cannot connect to {}", path.display()))?,
             ),
-            Addr::Tls(port) => Box::new(tls_stream(&self.tls, *port).await?),
+            Addr::Tls(port) => Box::new(tls_stream_from(&self.tls, *port, source).await?),
             Addr::QuickAckTcp(port) => {
                 let tcp =
                     tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(("127.0.0.1", *port)))
@@ -499,6 +524,16 @@ impl Target {
         path: &str,
         subprotocol: Option<&str>,
     ) -> Result<WebSocketStream<Stream>> {
+        self.websocket_from(path, subprotocol, None).await
+    }
+
+    /// A WebSocket as [`Target::websocket`], from the address `source`.
+    pub async fn websocket_from(
+        &self,
+        path: &str,
+        subprotocol: Option<&str>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<WebSocketStream<Stream>> {
         let mut req = format!("ws://{}{path}", self.host).into_client_request()?;
         let h = req.headers_mut();
         if !self.cookie_header.is_empty() {
@@ -511,7 +546,7 @@ impl Target {
         if let Some(p) = subprotocol {
             h.insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
         }
-        let io = self.connect().await?;
+        let io = self.connect_from(source).await?;
         let (ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::client_async(req, io))
             .await
             .context("WebSocket handshake not done within 60s")?

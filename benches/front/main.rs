@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use client::{Target, Via};
-use measure::{DownloadRun, HandshakeRun, IdleSockets, LoadRun, MemoryRound, MemoryRounds};
+use measure::{DownloadRun, HandshakeRun, LoadRun, MemoryRound, MemoryRounds, SocketSteps};
 use stack::Stack;
 
 /// How much of everything to do.
@@ -48,7 +48,15 @@ pub struct Plan {
     pub handshakes: usize,
     pub handshake_concurrency: usize,
     pub handshake_limit: Duration,
-    pub idle_sockets: usize,
+    /// Idle WebSockets: memory read with this many open, through every
+    /// path (the first) and through notebookd (all of them); lowered at
+    /// start if the open-file limit cannot carry the last.
+    pub idle_steps: Vec<usize>,
+    /// The last step as planned, before any lowering.
+    pub idle_wanted: usize,
+    /// ... from this many client addresses (127.0.4.1 on), opened this many at a time.
+    pub idle_sources: u8,
+    pub idle_concurrency: usize,
     pub idle_limit: Duration,
     /// Memory rounds: this many rounds of this many idle WebSockets, then
     /// `Connection: close` requests, then downloads at once.
@@ -75,8 +83,8 @@ pub struct Plan {
 
 /// The parts of a run, in order.
 pub const PARTS: [&str; 8] = [
-    "memory",
     "sockets",
+    "memory",
     "api",
     "rtt",
     "download",
@@ -111,8 +119,11 @@ impl Plan {
             handshakes: 2000,
             handshake_concurrency: 8,
             handshake_limit: Duration::from_secs(30),
-            idle_sockets: 256,
-            idle_limit: Duration::from_secs(120),
+            idle_steps: vec![1000, 10_000],
+            idle_wanted: 10_000,
+            idle_sources: 40,
+            idle_concurrency: 16,
+            idle_limit: Duration::from_secs(300),
             memory_socket_rounds: 3,
             memory_sockets: 1000,
             close_requests: 10_000,
@@ -138,7 +149,8 @@ impl Plan {
             rtt_samples: 50,
             download_bytes: 128 << 20,
             handshakes: 200,
-            idle_sockets: 32,
+            idle_steps: vec![50, 200],
+            idle_wanted: 200,
             memory_sockets: 100,
             close_requests: 500,
             attack_time: Duration::from_secs(4),
@@ -157,7 +169,11 @@ pub struct Results {
     pub load: Vec<(&'static str, String)>,
     pub idle_start: BTreeMap<Via, procfs::Memory>,
     pub idle_end: BTreeMap<Via, procfs::Memory>,
-    pub sockets: BTreeMap<Via, IdleSockets>,
+    pub sockets: BTreeMap<Via, SocketSteps>,
+    /// The open-file limit of the benchmark and what it started, and
+    /// notebookd's `limits.max_connections` for the run.
+    pub open_files: u64,
+    pub max_connections: u32,
     pub memory: BTreeMap<Via, MemoryRounds>,
     pub startup: stack::Startup,
     pub api: BTreeMap<Via, Vec<LoadRun>>,
@@ -328,8 +344,20 @@ fn run() -> Result<()> {
             stack::stop_everything();
             std::process::exit(130);
         });
-        let mut stack = Stack::start(&venv, plan.download_bytes).await?;
-        let results = measure_all(&plan, &mut stack, &venv, gateway_venv.as_deref()).await;
+        let open_files = stack::raise_open_files()?;
+        let max_connections = stack::max_connections(open_files);
+        // The idle WebSockets through notebookd stop where its connections do,
+        // leaving room for the benchmark's own (in steps of 500).
+        let fit = (max_connections as usize).saturating_sub(200) / 500 * 500;
+        for n in &mut plan.idle_steps {
+            *n = (*n).min(fit.max(1));
+        }
+        let mut stack = Stack::start(&venv, plan.download_bytes, max_connections).await?;
+        let mut results = measure_all(&plan, &mut stack, &venv, gateway_venv.as_deref()).await;
+        if let Ok(r) = &mut results {
+            r.open_files = open_files;
+            r.max_connections = max_connections;
+        }
         stack.stop();
         results
     })?;
@@ -397,24 +425,38 @@ async fn measure_all(
     let targets = [&direct, &nginx, &nbd];
     let nbd_token = nbd.with_token(&stack.token);
 
+    if plan.wants("sockets") {
+        r.load.push(("idle WebSockets", procfs::loadavg()));
+        let sources: Vec<std::net::IpAddr> = (1..=plan.idle_sources)
+            .map(|i| std::net::IpAddr::from([127, 0, 4, i]))
+            .collect();
+        for t in targets {
+            // nginx and the direct Jupyter stop at the first step (see the report).
+            let steps = match t.via {
+                Via::Notebookd => &plan.idle_steps[..],
+                _ => &plan.idle_steps[..1],
+            };
+            eprintln!(
+                "==> {}: idle terminal WebSockets, memory at {steps:?} open",
+                t.via.name(),
+            );
+            let s = measure::idle_websocket_steps(
+                t,
+                steps,
+                &sources,
+                plan.idle_concurrency,
+                plan.idle_limit,
+            )
+            .await?;
+            r.sockets.insert(t.via, s);
+        }
+    }
+
     if plan.wants("memory") {
         r.load.push(("memory rounds", procfs::loadavg()));
         for t in [&nginx, &nbd] {
             let rounds = memory_rounds(plan, stack, t, r.idle_start[&t.via]).await?;
             r.memory.insert(t.via, rounds);
-        }
-    }
-
-    if plan.wants("sockets") {
-        r.load.push(("idle WebSockets", procfs::loadavg()));
-        for t in targets {
-            eprintln!(
-                "==> {}: {} idle terminal WebSockets",
-                t.via.name(),
-                plan.idle_sockets
-            );
-            let s = measure::idle_websockets(t, plan.idle_sockets, plan.idle_limit).await?;
-            r.sockets.insert(t.via, s);
         }
     }
 
@@ -649,7 +691,7 @@ async fn memory_rounds(
     t: &Target,
     fresh: procfs::Memory,
 ) -> Result<MemoryRounds> {
-    let settle = Duration::from_secs(10);
+    let settle = Duration::from_secs(15);
     let mut out = MemoryRounds {
         fresh,
         rounds: Vec::new(),
@@ -661,14 +703,16 @@ async fn memory_rounds(
             round + 1,
             plan.memory_sockets
         );
-        let s = measure::idle_websockets(t, plan.memory_sockets, plan.idle_limit).await?;
+        let before = measure::settled_memory(&t.front_pids, settle).await?;
+        let during = measure::idle_websockets(t, plan.memory_sockets, plan.idle_limit).await?;
         out.rounds.push(MemoryRound {
             load: format!(
                 "{} idle WebSockets (round {})",
                 plan.memory_sockets,
                 round + 1
             ),
-            during: Some(s.front_after),
+            sockets: Some((plan.memory_sockets, before)),
+            during: Some(during),
             after: measure::settled_memory(&t.front_pids, settle).await?,
         });
     }
@@ -686,6 +730,7 @@ async fn memory_rounds(
     .await?;
     out.rounds.push(MemoryRound {
         load: format!("{done} `Connection: close` requests"),
+        sockets: None,
         during: None,
         after: measure::settled_memory(&t.front_pids, settle).await?,
     });
@@ -709,6 +754,7 @@ async fn memory_rounds(
             plan.parallel_downloads,
             stack.big_file_bytes >> 20
         ),
+        sockets: None,
         during: None,
         after: measure::settled_memory(&t.front_pids, settle).await?,
     });

@@ -415,20 +415,11 @@ impl KernelMessage {
     }
 }
 
-/// Memory of the front (and of Jupyter) with `n` idle terminal WebSockets open.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct IdleSockets {
-    pub n: usize,
-    pub front_before: procfs::Memory,
-    pub front_after: procfs::Memory,
-    pub jupyter_before: procfs::Memory,
-    pub jupyter_after: procfs::Memory,
-}
-
-pub async fn idle_websockets(target: &Target, n: usize, limit: Duration) -> Result<IdleSockets> {
+/// The front's memory with `n` idle terminal WebSockets open (read one
+/// second after the last was greeted), all from this machine's default
+/// address; they are closed before this returns.
+pub async fn idle_websockets(target: &Target, n: usize, limit: Duration) -> Result<procfs::Memory> {
     let path = format!("/terminals/websocket/{}", target.terminal);
-    let front_before = procfs::memory(&target.front_pids)?;
-    let jupyter_before = procfs::memory(&[target.jupyter_pid])?;
     let deadline = Instant::now() + limit;
     let mut open = Vec::with_capacity(n);
     for _ in 0..n {
@@ -447,18 +438,160 @@ pub async fn idle_websockets(target: &Target, n: usize, limit: Duration) -> Resu
         open.push(ws);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let front_after = procfs::memory(&target.front_pids)?;
-    let jupyter_after = procfs::memory(&[target.jupyter_pid])?;
+    let front = procfs::memory(&target.front_pids)?;
     for mut ws in open {
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     }
-    Ok(IdleSockets {
-        n,
-        front_before,
-        front_after,
-        jupyter_before,
-        jupyter_after,
-    })
+    Ok(front)
+}
+
+/// Memory of the front and of Jupyter while idle terminal WebSockets open
+/// in steps (say 1,000, then on to 10,000), and once they all closed.
+#[derive(Debug, Clone, Default)]
+pub struct SocketSteps {
+    /// Settled, right before the first opened.
+    pub front_before: procfs::Memory,
+    pub jupyter_before: procfs::Memory,
+    pub steps: Vec<SocketStep>,
+    /// Settled, once every WebSocket closed.
+    pub front_after: procfs::Memory,
+    /// Opening all of them took this long (the memory readings between
+    /// the steps not counted).
+    pub open_secs: f64,
+}
+
+/// The memory with `n` idle WebSockets open (the front's settled).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketStep {
+    pub n: usize,
+    pub front: procfs::Memory,
+    pub jupyter: procfs::Memory,
+}
+
+impl SocketSteps {
+    /// The front's RSS per WebSocket with `step.n` open, in KiB.
+    pub fn front_per_socket(&self, step: &SocketStep) -> f64 {
+        (step.front.rss_kib as f64 - self.front_before.rss_kib as f64) / step.n.max(1) as f64
+    }
+
+    pub fn jupyter_per_socket(&self, step: &SocketStep) -> f64 {
+        (step.jupyter.rss_kib as f64 - self.jupyter_before.rss_kib as f64) / step.n.max(1) as f64
+    }
+}
+
+/// Opens idle terminal WebSockets, `concurrency` at a time, the i-th from
+/// `sources[i % len]` (each bound before connecting, so the front sees
+/// that many clients), reading the memory at each count in `steps`; then
+/// closes them all.
+pub async fn idle_websocket_steps(
+    target: &Target,
+    steps: &[usize],
+    sources: &[std::net::IpAddr],
+    concurrency: usize,
+    limit: Duration,
+) -> Result<SocketSteps> {
+    let settle = Duration::from_secs(15);
+    let path = Arc::new(format!("/terminals/websocket/{}", target.terminal));
+    let target = Arc::new(target.clone());
+    let sources: Arc<Vec<std::net::IpAddr>> = Arc::new(sources.to_vec());
+    let mut out = SocketSteps {
+        front_before: settled_memory(&target.front_pids, settle).await?,
+        jupyter_before: procfs::memory(&[target.jupyter_pid])?,
+        ..SocketSteps::default()
+    };
+    let deadline = Instant::now() + limit;
+    let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut opening = Duration::ZERO;
+    for &n in steps {
+        let step_started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency.max(1) {
+            let (target, path, sources, open, next) = (
+                target.clone(),
+                path.clone(),
+                sources.clone(),
+                open.clone(),
+                next.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    if Instant::now() > deadline {
+                        bail!(
+                            "{}: opening {n} WebSockets took longer than {limit:?}",
+                            target.via.name()
+                        );
+                    }
+                    let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+                    let mut ws = target
+                        .websocket_from(&path, None, source)
+                        .await
+                        .with_context(|| format!("WebSocket {} of {n}", i + 1))?;
+                    // terminado greets every client with ["setup", {}]: the socket is live.
+                    tokio::time::timeout(Duration::from_secs(30), ws.next())
+                        .await
+                        .context("no greeting on the terminal WebSocket within 30s")?
+                        .context("the terminal WebSocket closed")??;
+                    if let Ok(mut open) = open.lock() {
+                        open.push(ws);
+                    }
+                }
+            }));
+        }
+        let mut failed = None;
+        for t in tasks {
+            if let Err(e) = t.await.map_err(anyhow::Error::from).and_then(|r| r) {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            close_all(&open).await;
+            return Err(e);
+        }
+        opening += step_started.elapsed();
+        next.store(n, Ordering::Relaxed);
+        out.steps.push(SocketStep {
+            n,
+            front: settled_memory(&target.front_pids, settle).await?,
+            jupyter: procfs::memory(&[target.jupyter_pid])?,
+        });
+    }
+    out.open_secs = opening.as_secs_f64();
+    close_all(&open).await;
+    out.front_after = settled_memory(&target.front_pids, settle).await?;
+    Ok(out)
+}
+
+/// Closes WebSockets many at a time, each given 2 s for the closing handshake.
+async fn close_all<S>(open: &std::sync::Mutex<Vec<tokio_tungstenite::WebSocketStream<S>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let all = open
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    let mut tasks = Vec::new();
+    let mut all = all.into_iter();
+    loop {
+        let chunk: Vec<_> = all.by_ref().take(256).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        tasks.push(tokio::spawn(async move {
+            let closing = chunk.into_iter().map(|mut ws| async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+            });
+            futures_util::future::join_all(closing).await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 /// TLS 1.3 handshakes: a new TCP connection each time (full, or resumed
@@ -557,21 +690,45 @@ pub struct MemoryRounds {
 #[derive(Debug, Clone)]
 pub struct MemoryRound {
     pub load: String,
+    /// Idle WebSockets only: how many, and the front's memory (settled)
+    /// right before they opened.
+    pub sockets: Option<(usize, procfs::Memory)>,
     /// While the load's connections were open (idle WebSockets only).
     pub during: Option<procfs::Memory>,
     /// After they closed and the front settled.
     pub after: procfs::Memory,
 }
 
-/// Reads the front's memory once it stops changing: closed connections are
-/// torn down in the kernel and in the front a little after the client
-/// closes them. At most `limit`.
+/// How long the RSS must stay put to count as settled: longer than a
+/// front may wait before handing freed memory back (notebookd: once closes
+/// stop, at most about 2 s after they started). Freed memory does not
+/// change the RSS until it is handed back, so a shorter window can read a
+/// front that is about to shrink.
+pub const SETTLE_WINDOW: Duration = Duration::from_secs(3);
+
+impl MemoryRound {
+    /// Idle WebSockets: the RSS they added, per WebSocket, in KiB.
+    pub fn per_socket(&self) -> Option<f64> {
+        let (n, before) = self.sockets?;
+        let during = self.during?;
+        Some((during.rss_kib as f64 - before.rss_kib as f64) / n.max(1) as f64)
+    }
+}
+
+/// Reads the front's memory once it stops changing for [`SETTLE_WINDOW`]:
+/// closed connections are torn down in the kernel and in the front a
+/// little after the client closes them. At most `limit`.
 pub async fn settled_memory(pids: &[u32], limit: Duration) -> Result<procfs::Memory> {
+    const STEP: Duration = Duration::from_millis(250);
+    let needed = (SETTLE_WINDOW.as_millis() / STEP.as_millis()) as usize;
     let deadline = Instant::now() + limit;
     let mut last = procfs::memory(pids)?;
+    if pids.is_empty() {
+        return Ok(last);
+    }
     let mut steady = 0;
-    while steady < 4 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    while steady < needed && Instant::now() < deadline {
+        tokio::time::sleep(STEP).await;
         let now = procfs::memory(pids)?;
         steady = if now.rss_kib.abs_diff(last.rss_kib) <= 64 {
             steady + 1

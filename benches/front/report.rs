@@ -8,7 +8,7 @@ use crate::attack::Kind;
 use crate::client::Via;
 use crate::gateway::GatewayPath;
 use crate::measure::Percentiles;
-use crate::procfs::{self, Memory};
+use crate::procfs;
 use crate::stack::Versions;
 use crate::{AttackRun, Plan, Results, command_output};
 
@@ -223,15 +223,10 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     let hs_client =
         |h: &crate::measure::HandshakeRun| h.client_ns as f64 / 1e3 / h.count.max(1) as f64;
     let front = |via: Via| via != Via::Direct;
-    let per_ws = |via: Via, jupyter: bool| {
-        r.sockets.get(&via).map(|s| {
-            let (a, b) = if jupyter {
-                (s.jupyter_after, s.jupyter_before)
-            } else {
-                (s.front_after, s.front_before)
-            };
-            (a.rss_kib as f64 - b.rss_kib as f64) / s.n.max(1) as f64
-        })
+    // The front's RSS per idle WebSocket with the `i`-th step open.
+    let per_ws = |via: Via, i: usize| {
+        let s = r.sockets.get(&via)?;
+        s.steps.get(i).map(|step| s.front_per_socket(step))
     };
 
     let mut rows = Vec::new();
@@ -411,11 +406,41 @@ pub fn render(plan: &Plan, r: &Results) -> String {
         row = row.set(v, r.idle_end.get(&v).map(|m| mib(m.rss_kib)));
     }
     rows.push(row);
-    let mut row = Row::new("RSS of the front per idle WebSocket, KiB", "lower", 1);
-    for v in [Via::Nginx, Via::Notebookd] {
-        row = row.set(v, per_ws(v, false));
+    for (i, n) in plan.idle_steps.iter().enumerate() {
+        let mut row = Row::new(
+            format!(
+                "RSS of the front per idle WebSocket, {} open, KiB",
+                count(*n)
+            ),
+            "lower",
+            1,
+        );
+        for v in [Via::Nginx, Via::Notebookd] {
+            row = row.set(v, per_ws(v, i));
+        }
+        rows.push(row);
     }
-    rows.push(row);
+    if let Some(n) = plan.idle_steps.last() {
+        let mut row = Row::new(
+            format!(
+                "RSS of the front once {} idle WebSockets closed ÷ RSS at start",
+                count(*n)
+            ),
+            "lower",
+            2,
+        );
+        for v in [Via::Nginx, Via::Notebookd] {
+            row = row.set(
+                v,
+                r.sockets
+                    .get(&v)
+                    .filter(|s| s.steps.last().is_some_and(|step| step.n == *n))
+                    .zip(r.idle_start.get(&v))
+                    .map(|(s, start)| s.front_after.rss_kib as f64 / start.rss_kib.max(1) as f64),
+            );
+        }
+        rows.push(row);
+    }
     // Memory rounds: the largest RSS once a load's connections closed.
     let worst_after = |via: Via| {
         r.memory
@@ -429,22 +454,6 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     );
     for v in [Via::Nginx, Via::Notebookd] {
         row = row.set(v, worst_after(v).map(mib));
-    }
-    rows.push(row);
-    let mut row = Row::new(
-        "RSS of the front per idle WebSocket, first memory round, KiB",
-        "lower",
-        1,
-    );
-    for v in [Via::Nginx, Via::Notebookd] {
-        row = row.set(
-            v,
-            r.memory.get(&v).and_then(|m| {
-                let during = m.rounds.first()?.during?;
-                let n = plan.memory_sockets.max(1) as f64;
-                Some((during.rss_kib as f64 - m.fresh.rss_kib as f64) / n)
-            }),
-        );
     }
     rows.push(row);
     let mut row = Row::new(
@@ -659,39 +668,25 @@ pub fn render(plan: &Plan, r: &Results) -> String {
     }
 
     o.push_str("\n### 5. Memory\n\n");
-    let _ = writeln!(
-        o,
+    o.push_str(
         "RSS and PSS (shared pages split between nginx's processes) from\n\
-         `/proc`. Idle WebSockets: {} terminal WebSockets\n\
-         (`/terminals/websocket/NAME`) opened through each path and greeted by the\n\
-         terminal, memory read one second later; the difference divided by {}.\n",
-        plan.idle_sockets, plan.idle_sockets
+         `/proc`, at the start of the run and at its end.\n\n",
     );
-    o.push_str("| path | idle RSS at start, MiB | idle PSS at start, MiB | idle RSS after the run, MiB | front RSS per idle WebSocket, KiB | Jupyter RSS per idle WebSocket, KiB |\n|---|---:|---:|---:|---:|---:|\n");
-    for via in Via::ALL {
+    o.push_str("| path | idle RSS at start, MiB | idle PSS at start, MiB | idle RSS after the run, MiB |\n|---|---:|---:|---:|\n");
+    for via in [Via::Nginx, Via::Notebookd] {
         let start = r.idle_start.get(&via).copied().unwrap_or_default();
         let end = r.idle_end.get(&via).copied().unwrap_or_default();
-        let cell = |m: Memory, pss: bool| {
-            if front(via) {
-                num(mib(if pss { m.pss_kib } else { m.rss_kib }), 1)
-            } else {
-                "—".into()
-            }
-        };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             via.name(),
-            cell(start, false),
-            cell(start, true),
-            cell(end, false),
-            if front(via) {
-                per_ws(via, false).map_or("—".into(), |v| num(v, 1))
-            } else {
-                "—".into()
-            },
-            per_ws(via, true).map_or("—".into(), |v| num(v, 1)),
+            num(mib(start.rss_kib), 1),
+            num(mib(start.pss_kib), 1),
+            num(mib(end.rss_kib), 1),
         );
+    }
+    if !r.sockets.is_empty() {
+        idle_sockets(o, plan, r);
     }
 
     if !r.memory.is_empty() {
@@ -972,11 +967,12 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
     );
     o.push_str(
         "What each front does about it. **notebookd** runs with its shipped\n\
-         defaults but one: the whole login form must arrive within\n\
+         defaults but two: the whole login form must arrive within\n\
          `limits.body_read_timeout` (30 s, then 408), at most\n\
          `limits.max_connections_per_client` connections per address (1,024\n\
          here, not the shipped 256, because the memory rounds open 1,000\n\
          WebSockets from one address; each attacker address holds 2 to 5),\n\
+         `limits.max_connections` as section 5 says (not the shipped 1,024),\n\
          `auth.login_attempts` (10 per minute) per address, four times that\n\
          per IPv4 /24 and a global failure budget, a form that must wait refused\n\
          (429) before it is read, and password checks (argon2id) on a bounded\n\
@@ -1059,38 +1055,142 @@ fn cell_text(e: &str) -> String {
     e.replace('|', "/").replace('\n', " ")
 }
 
+/// Section 5, continued: idle WebSockets, 1,000 on every path, on to
+/// 10,000 through notebookd.
+fn idle_sockets(o: &mut String, plan: &Plan, r: &Results) {
+    let steps: Vec<String> = plan.idle_steps.iter().map(|n| count(*n)).collect();
+    let _ = writeln!(
+        o,
+        "\nIdle WebSockets: terminal WebSockets (`/terminals/websocket/NAME`)\n\
+         opened through each path, {concurrency} at a time, from {sources} client addresses\n\
+         (127.0.4.1 to 127.0.4.{sources}, each bound before connecting, so notebookd\n\
+         sees {sources} clients with at most {per} connections each, within its shipped\n\
+         `limits.max_connections_per_client` of 256), each greeted by the terminal.\n\
+         The front's memory is read once its RSS stayed put for {window} s (at most\n\
+         15 s): before the first opens, with {steps} open, and once they all\n\
+         closed. Per WebSocket: (RSS with N open − RSS before) ÷ N; Jupyter's\n\
+         column likewise, for the Jupyter behind the path. This part runs first,\n\
+         on the fresh fronts. Through notebookd\n\
+         (`limits.max_connections` = {max} for the run) they go on to {last}{capped}; nginx\n\
+         stops at {first}: with the usual site's `worker_connections 4096` its two\n\
+         workers carry about 4,000 WebSockets (a client's and Jupyter's connection\n\
+         each), and raising it would make nginx allocate the larger connection\n\
+         table at start, changing its idle figures above. The benchmark raises the\n\
+         open-file limit to {files} for itself and what it starts where it may (as\n\
+         root with CAP_SYS_RESOURCE); in this run the limit was {limit}. A\n\
+         WebSocket through notebookd costs the client one descriptor, notebookd\n\
+         two (which it checks against `limits.max_connections` at start), Jupyter\n\
+         one.\n",
+        concurrency = plan.idle_concurrency,
+        sources = plan.idle_sources,
+        per = plan
+            .idle_steps
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(0)
+            .div_ceil(usize::from(plan.idle_sources.max(1))),
+        window = crate::measure::SETTLE_WINDOW.as_secs(),
+        steps = steps.join(" and "),
+        max = count(r.max_connections as usize),
+        limit = count(r.open_files as usize),
+        capped = match plan.idle_steps.last() {
+            Some(&last) if last < plan.idle_wanted => format!(
+                " (not {}: the open-file limit could not be raised, and notebookd's \
+                 {} connections are what it carries)",
+                count(plan.idle_wanted),
+                count(r.max_connections as usize)
+            ),
+            _ => String::new(),
+        },
+        last = steps.last().cloned().unwrap_or_default(),
+        first = steps.first().cloned().unwrap_or_default(),
+        files = count(crate::stack::OPEN_FILES as usize),
+    );
+    o.push_str("| path | WebSockets open | front RSS before, MiB | front RSS with them open, MiB | front RSS per WebSocket, KiB | Jupyter RSS per WebSocket, KiB | front RSS once closed, MiB | once closed ÷ at start | opening took, s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (via, s) in &r.sockets {
+        let start = r.idle_start.get(via).copied().unwrap_or_default();
+        for (i, step) in s.steps.iter().enumerate() {
+            let last = i + 1 == s.steps.len();
+            let front = *via != Via::Direct;
+            let cell = |v: String| if front { v } else { "—".into() };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                via.name(),
+                count(step.n),
+                cell(num(mib(s.front_before.rss_kib), 1)),
+                cell(num(mib(step.front.rss_kib), 1)),
+                cell(num(s.front_per_socket(step), 1)),
+                num(s.jupyter_per_socket(step), 1),
+                if last {
+                    cell(num(mib(s.front_after.rss_kib), 1))
+                } else {
+                    "—".into()
+                },
+                if last && front {
+                    format!(
+                        "{:.2}×",
+                        s.front_after.rss_kib as f64 / start.rss_kib.max(1) as f64
+                    )
+                } else {
+                    "—".into()
+                },
+                if last {
+                    num(s.open_secs, 0)
+                } else {
+                    "—".into()
+                },
+            );
+        }
+    }
+}
+
+/// A count with thousands separated: 10,000.
+fn count(n: usize) -> String {
+    num(n as f64, 0)
+}
+
 /// Section 6: does memory come back after loads?
 fn memory_rounds(o: &mut String, plan: &Plan, r: &Results) {
     o.push_str("\n### 6. Memory after load\n\n");
     let _ = writeln!(
         o,
         "The front's RSS at start, then after each load once its connections\n\
-         closed and the RSS stopped changing (at most 10 s): {} rounds of {}\n\
+         closed and the RSS stayed put for {} s (at most 15 s): {} rounds of {}\n\
          idle terminal WebSockets opened (greeted), then closed; {} requests\n\
          (`GET /api/status`), each on a new TLS connection with\n\
          `Connection: close`, {} at a time; {} downloads of the big file at once.\n\
-         The loads run in this order, first through nginx, then through notebookd.\n",
+         The loads run in this order, first through nginx, then through notebookd,\n\
+         after the idle WebSockets of section 5 (so \"at start\" is the fresh\n\
+         front, and \"RSS before\" what the loads before left).\n\
+         Per WebSocket: (RSS with them open − RSS right before they opened, read\n\
+         the same way) ÷ their number.\n",
+        crate::measure::SETTLE_WINDOW.as_secs(),
         plan.memory_socket_rounds,
         plan.memory_sockets,
         plan.close_requests,
         plan.close_concurrency,
         plan.parallel_downloads,
     );
-    o.push_str("| path | load | RSS with the WebSockets open, MiB | RSS after, MiB | after ÷ at start |\n|---|---|---:|---:|---:|\n");
+    o.push_str("| path | load | RSS before, MiB | RSS with the WebSockets open, MiB | RSS per WebSocket, KiB | RSS after, MiB | after ÷ at start |\n|---|---|---:|---:|---:|---:|---:|\n");
     for (via, m) in &r.memory {
         let _ = writeln!(
             o,
-            "| {} | at start | — | {} | 1.00× |",
+            "| {} | at start | — | — | — | {} | 1.00× |",
             via.name(),
             num(mib(m.fresh.rss_kib), 1)
         );
         for x in &m.rounds {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.2}× |",
+                "| {} | {} | {} | {} | {} | {} | {:.2}× |",
                 via.name(),
                 x.load,
+                x.sockets
+                    .map_or("—".into(), |(_, before)| num(mib(before.rss_kib), 1)),
                 x.during.map_or("—".into(), |d| num(mib(d.rss_kib), 1)),
+                x.per_socket().map_or("—".into(), |v| num(v, 1)),
                 num(mib(x.after.rss_kib), 1),
                 x.after.rss_kib as f64 / m.fresh.rss_kib.max(1) as f64,
             );

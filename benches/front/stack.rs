@@ -19,6 +19,45 @@ use tokio_rustls::TlsConnector;
 
 use crate::procfs;
 
+/// Open files the benchmark and the processes it starts should have:
+/// each WebSocket through notebookd costs the client one descriptor,
+/// notebookd two and Jupyter one, and notebookd refuses to start unless its
+/// limit covers twice `limits.max_connections` and 256 more.
+pub const OPEN_FILES: u64 = 65_536;
+
+/// Raises this process's open-file limit (soft and hard; the benchmark runs
+/// as root) to [`OPEN_FILES`] before anything is started, so that
+/// notebookd, nginx and both Jupyters inherit it. Without the privilege
+/// (CAP_SYS_RESOURCE) only the soft limit goes up, to the hard one.
+/// Returns the limit in force.
+pub fn raise_open_files() -> Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("cannot read RLIMIT_NOFILE")?;
+    if soft >= OPEN_FILES {
+        return Ok(soft);
+    }
+    let want = OPEN_FILES.max(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+        return Ok(want);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("cannot raise RLIMIT_NOFILE")?;
+    eprintln!(
+        "==> the open-file limit stays at {hard} (raising the hard limit needs CAP_SYS_RESOURCE): \
+         fewer idle WebSockets fit through notebookd"
+    );
+    Ok(hard)
+}
+
+/// notebookd's `limits.max_connections` in the benchmark: room for 10,000
+/// idle WebSockets and the benchmark's own connections, or as many as the
+/// open-file limit lets notebookd have (it checks the same at start; 64
+/// descriptors are left to a BENCH_WRAP_NOTEBOOKD wrapper: valgrind keeps
+/// some).
+pub fn max_connections(open_files: u64) -> u32 {
+    let fit = open_files.saturating_sub(256 + 64) / 2;
+    u32::try_from(fit.min(12_000)).unwrap_or(12_000)
+}
+
 /// The size of the file downloaded from `/files/`.
 pub const BIG_FILE: &str = "big.bin";
 
@@ -289,7 +328,7 @@ pub struct Versions {
 }
 
 impl Stack {
-    pub async fn start(venv: &Path, big_file_bytes: u64) -> Result<Stack> {
+    pub async fn start(venv: &Path, big_file_bytes: u64, max_connections: u32) -> Result<Stack> {
         let dir = tempfile::Builder::new()
             .prefix("notebookd-bench-")
             .tempdir()?;
@@ -321,8 +360,12 @@ impl Stack {
             &root,
             certs.leaf("ec"),
             hash.as_str(),
-            // The memory rounds open 1,000 WebSockets from one address.
-            "[limits]\nmax_connections_per_client = 1024\n",
+            &format!(
+                "[limits]\n# The memory rounds open 1,000 WebSockets from one address.\n\
+                 max_connections_per_client = 1024\n\
+                 # The idle-WebSocket part opens up to 10,000 (from 40 addresses).\n\
+                 max_connections = {max_connections}\n"
+            ),
             "",
         )?;
         let made = Command::new(env!("CARGO_BIN_EXE_nbctl"))

@@ -96,8 +96,16 @@ impl ConnState {
     }
 
     /// The response switched protocols: the stream is no longer HTTP.
+    ///
+    /// The parked waker goes: it is the connection task's, which ends with
+    /// the upgrade, and a waker keeps a finished task's memory (its whole
+    /// future, about 11 KiB) allocated for as long as it lives, here as
+    /// long as the WebSocket.
     pub fn upgraded(&self) {
         self.set(Phase::Upgraded);
+        if let Ok(mut w) = self.waker.lock() {
+            *w = None;
+        }
     }
 
     fn response_done(&self) {
@@ -128,6 +136,11 @@ impl ConnState {
 }
 
 /// The connection's stream with the header-read, keep-alive and send clocks.
+///
+/// Once upgraded (a WebSocket, which may stay open and idle for days) it
+/// keeps no timer it does not use: a registered timer holds the waker of
+/// the task that last polled it, the connection task that ended with the
+/// upgrade, and with it that task's memory.
 pub struct TimedIo<I> {
     inner: I,
     state: Arc<ConnState>,
@@ -136,7 +149,8 @@ pub struct TimedIo<I> {
     /// The phase this stream last acted on (to notice `Busy` → `Idle`).
     seen: Phase,
     deadline: Option<Instant>,
-    sleep: Pin<Box<Sleep>>,
+    /// The header-read and keep-alive clock; `None` once upgraded.
+    sleep: Option<Pin<Box<Sleep>>>,
     send: SendClock,
 }
 
@@ -145,7 +159,8 @@ struct SendClock {
     timeout: Duration,
     /// Set while a write waits; cleared by any progress.
     armed: bool,
-    sleep: Pin<Box<Sleep>>,
+    /// Made when a write first waits.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl SendClock {
@@ -153,7 +168,14 @@ impl SendClock {
         SendClock {
             timeout,
             armed: false,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
+        }
+    }
+
+    /// Drops the timer unless a write is waiting on it.
+    fn release_idle(&mut self) {
+        if !self.armed {
+            self.sleep = None;
         }
     }
 
@@ -170,9 +192,17 @@ impl SendClock {
         }
         if !self.armed {
             self.armed = true;
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+            let deadline = Instant::now() + self.timeout;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the client took nothing for limits.send_timeout",
@@ -197,7 +227,7 @@ impl<I> TimedIo<I> {
             keep_alive,
             seen: Phase::Fresh,
             deadline: Some(deadline),
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            sleep: Some(Box::pin(tokio::time::sleep_until(deadline))),
             send: SendClock::new(Duration::from_secs(60)),
         }
     }
@@ -210,7 +240,19 @@ impl<I> TimedIo<I> {
 
     fn arm(&mut self, deadline: Instant) {
         self.deadline = Some(deadline);
-        self.sleep.as_mut().reset(deadline);
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// Whether the header-read or keep-alive deadline has passed.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.is_some()
+            && self
+                .sleep
+                .as_mut()
+                .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -238,6 +280,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
         let phase = this.state.phase();
         match phase {
             Phase::Busy | Phase::Upgraded => {
+                if phase == Phase::Upgraded && this.seen != Phase::Upgraded {
+                    this.deadline = None;
+                    this.sleep = None;
+                    this.send.release_idle();
+                }
                 let res = Pin::new(&mut this.inner).poll_read(cx, buf);
                 if res.is_pending() && phase == Phase::Busy {
                     this.state.park(cx);
@@ -269,7 +316,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if this.deadline.is_some() && this.sleep.as_mut().poll(cx).is_ready() {
+                if this.deadline_passed(cx) {
                     this.deadline = None;
                     if phase == Phase::Head {
                         this.send_request_timeout(cx);
@@ -615,6 +662,56 @@ impl<B: Body + Unpin> Body for ResponseBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waker that counts its clones (each keeps a task's memory).
+    struct CountedWake;
+
+    impl std::task::Wake for CountedWake {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// Once upgraded, nothing of the connection keeps a waker of the task
+    /// that served its requests: the WebSocket's own task reads it now, and
+    /// a waker would keep the ended task's memory for the socket's life.
+    #[tokio::test]
+    async fn an_upgraded_connection_keeps_no_waker_of_the_ended_task() {
+        let (ours, _peer) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut io = TimedIo::new(
+            ours,
+            state.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(75),
+        );
+        let served_by = Arc::new(CountedWake);
+        let waker = Waker::from(served_by.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut space = [0u8; 16];
+        // The request task waits for a head (its timer holds the waker),
+        // then for a body while busy (the state parks it).
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_pending());
+        state.request_started();
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_pending());
+        drop(waker);
+        assert!(
+            Arc::strong_count(&served_by) > 1,
+            "the waits hold the waker"
+        );
+
+        state.upgraded();
+        let websocket = Arc::new(CountedWake);
+        let waker = Waker::from(websocket.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_pending());
+        assert_eq!(
+            Arc::strong_count(&served_by),
+            1,
+            "a waker of the ended task is still held"
+        );
+    }
 
     #[test]
     fn clients_are_counted_per_address_and_ipv6_per_64() {
