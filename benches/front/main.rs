@@ -391,7 +391,7 @@ async fn measure_all(
     let mut versions = stack.versions(venv);
     versions.gateway = gateway_venv.map(gateway::versions);
     r.machine = report::machine(&versions);
-    r.startup = stack.startup;
+    r.startup = stack.startup.clone();
 
     let mut direct = Target::unix(
         stack.jupyter_socket.clone(),

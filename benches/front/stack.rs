@@ -311,14 +311,32 @@ pub struct Stack {
     _dir: tempfile::TempDir,
 }
 
-/// How long each took from its process start to serving.
-#[derive(Debug, Clone, Copy, Default)]
+/// How long each took from its process start to serving: the first start
+/// (a fresh state directory), then restarts.
+#[derive(Debug, Clone, Default)]
 pub struct Startup {
+    pub first: StartPair,
+    pub restarts: Vec<StartPair>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartPair {
     /// notebookd: until it logged that it is ready (after its Jupyter answered).
     pub notebookd: Duration,
-    /// The direct Jupyter, started like notebookd's child: until it answered.
+    /// A Jupyter started like notebookd's child: until it answered.
     pub jupyter: Duration,
 }
+
+impl StartPair {
+    /// What notebookd adds to its Jupyter's own start, ms.
+    pub fn own_ms(&self) -> f64 {
+        (self.notebookd.as_secs_f64() - self.jupyter.as_secs_f64()) * 1e3
+    }
+}
+
+/// Restarts of notebookd measured after the first start (each paired with
+/// a Jupyter started alone).
+const RESTARTS: usize = 3;
 
 pub struct Versions {
     pub nginx: String,
@@ -350,6 +368,15 @@ impl Stack {
             r#"{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#,
         )?;
 
+        // The first start is measured too: Jupyter's files in the page cache
+        // for it as for the Jupyter started alone after it.
+        let warmed = Command::new(venv.join("bin/python3"))
+            .args([
+                "-c",
+                "import jupyter_server.serverapp, notebook.app, jupyterlab.labapp",
+            ])
+            .status()?;
+        anyhow::ensure!(warmed.success(), "the venv's Python cannot import Jupyter");
         eprintln!("==> starting notebookd (release build) and its Jupyter");
         let password = "bench-password".to_string();
         let hash = notebookd::auth::password::PasswordHash::generate(&password)
@@ -379,7 +406,8 @@ impl Stack {
             String::from_utf8_lossy(&made.stderr)
         );
         let token = String::from_utf8(made.stdout)?.trim().to_string();
-        let (notebookd, notebookd_start) = nb.spawn("notebookd", &d.join("notebookd.log")).await?;
+        let (mut notebookd, notebookd_start) =
+            nb.spawn("notebookd", &d.join("notebookd.log")).await?;
 
         // The second Jupyter: notebookd's child's own command line and config file,
         // pointed at another socket.
@@ -395,10 +423,47 @@ impl Stack {
             d.join("jupyter-direct.log"),
         )?;
         wait_for_jupyter(&mut jupyter, &jupyter_socket).await?;
-        let startup = Startup {
-            notebookd: notebookd_start,
-            jupyter: jupyter_spawned.elapsed(),
+        let mut startup = Startup {
+            first: StartPair {
+                notebookd: notebookd_start,
+                jupyter: jupyter_spawned.elapsed(),
+            },
+            restarts: Vec::new(),
         };
+        // Restarts (`systemctl restart`, a reboot): the state directory is
+        // kept, as the service's is. Each beside a Jupyter started alone,
+        // in turns.
+        for k in 0..RESTARTS {
+            eprintln!(
+                "==> restarting notebookd, and a Jupyter alone ({}/{RESTARTS})",
+                k + 1
+            );
+            let alone = async {
+                let (mut command, socket) =
+                    jupyter_like_child(&notebookd, &nb, &d.join(format!("alone-{k}")), &root, Ok)?;
+                let spawned = Instant::now();
+                let mut j = Proc::spawn(
+                    "Jupyter (alone)",
+                    &mut command,
+                    Signal::SIGTERM,
+                    d.join(format!("jupyter-alone-{k}.log")),
+                )?;
+                wait_for_jupyter(&mut j, &socket).await?;
+                let took = spawned.elapsed();
+                j.stop();
+                Ok::<_, anyhow::Error>(took)
+            };
+            let jupyter_took = alone.await?;
+            notebookd.stop();
+            let (restarted, took) = nb
+                .spawn("notebookd", &d.join(format!("notebookd-{}.log", k + 1)))
+                .await?;
+            notebookd = restarted;
+            startup.restarts.push(StartPair {
+                notebookd: took,
+                jupyter: jupyter_took,
+            });
+        }
 
         eprintln!("==> starting nginx");
         let nginx_port_ec = free_port()?;

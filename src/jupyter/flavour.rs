@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -155,18 +155,22 @@ fn launcher_python(command: &str, env: &BTreeMap<String, String>) -> Option<Vec<
     interpreter.starts_with("python").then_some(words)
 }
 
-/// Asks the launcher's Python for package versions: fast (no imports of Jupyter itself).
+/// Asks the launcher's Python for package versions: fast (no imports of
+/// Jupyter itself), yet a Python start (40 ms, more on a busy machine).
+/// Also returns the directories the versions were looked up in (`sys.path`).
 async fn detect_by_metadata(
     python: &[String],
     env: &BTreeMap<String, String>,
-) -> Option<Installed> {
+) -> Option<(Installed, Vec<PathBuf>)> {
     const SCRIPT: &str = r#"
-import importlib.metadata as m
+import importlib.metadata as m, sys
 for p in ("notebook", "jupyterlab", "jupyter_server", "jupyter_core"):
     try:
         print(p, ":", m.version(p))
     except m.PackageNotFoundError:
         pass
+for d in sys.path:
+    print("sys.path =", d)
 "#;
     let (program, args) = python.split_first()?;
     let mut cmd = tokio::process::Command::new(program);
@@ -181,18 +185,134 @@ for p in ("notebook", "jupyterlab", "jupyter_server", "jupyter_core"):
         .await
         .ok()?
         .ok()?;
-    let installed = Installed::parse(&String::from_utf8_lossy(&out.stdout));
-    (out.status.success() && installed.version("jupyter_core").is_some()).then_some(installed)
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed = Installed::parse(&text);
+    let path = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("sys.path = "))
+        .map(PathBuf::from)
+        .collect();
+    (out.status.success() && installed.version("jupyter_core").is_some())
+        .then_some((installed, path))
 }
 
 /// The Jupyter packages installed for `command`: from Python's package
 /// metadata when the launcher is a Python script, else from `COMMAND --version`.
 pub async fn detect(command: &str, env: &BTreeMap<String, String>) -> Result<Installed, String> {
     if let Some(python) = launcher_python(command, env) {
-        if let Some(installed) = detect_by_metadata(&python, env).await {
+        if let Some((installed, _)) = detect_by_metadata(&python, env).await {
             return Ok(installed);
         }
     }
+    detect_by_version(command, env).await
+}
+
+/// [`detect`], remembered in `DIR/jupyter-packages.json` for the next start
+/// for as long as nothing it depends on changed: the command, its
+/// environment, the launcher and its interpreter, and every directory
+/// Python looked the packages up in (installing, upgrading or removing a
+/// package adds or renames an entry there, which changes the directory's
+/// modification time). A restart then spends no Python start on it.
+pub async fn detect_cached(
+    command: &str,
+    env: &BTreeMap<String, String>,
+    dir: &Path,
+) -> Result<Installed, String> {
+    let file = dir.join(DETECTED_FILE);
+    if let Some(known) = std::fs::read(&file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Detected>(&b).ok())
+    {
+        if known.command == command && known.env == env_digest(env) && known.still_true() {
+            return Ok(Installed(known.installed));
+        }
+    }
+    let Some(python) = launcher_python(command, env) else {
+        return detect_by_version(command, env).await;
+    };
+    let Some((installed, path)) = detect_by_metadata(&python, env).await else {
+        return detect_by_version(command, env).await;
+    };
+    let mut depends_on: Vec<PathBuf> = Vec::new();
+    if let Some(launcher) = find_program(command, env.get("PATH").map(String::as_str)) {
+        depends_on.push(launcher);
+    }
+    if let Some(interpreter) = python
+        .first()
+        .and_then(|p| find_program(p, env.get("PATH").map(String::as_str)))
+    {
+        depends_on.push(interpreter);
+    }
+    depends_on.extend(path.into_iter().filter(|p| p.is_absolute()));
+    let detected = Detected {
+        command: command.to_owned(),
+        env: env_digest(env),
+        stamps: depends_on.into_iter().map(|p| (stamp(&p), p)).collect(),
+        installed: installed.0.clone(),
+    };
+    // Best effort: without the file the next start asks Python again.
+    if let Ok(bytes) = serde_json::to_vec(&detected) {
+        let tmp = dir.join(format!("{DETECTED_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = written {
+            tracing::debug!(
+                "cannot remember the Jupyter packages in {}: {e}",
+                file.display()
+            );
+        }
+    }
+    Ok(installed)
+}
+
+const DETECTED_FILE: &str = "jupyter-packages.json";
+
+/// What [`detect_cached`] found, and what it depended on.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Detected {
+    command: String,
+    /// SHA-256 of `jupyter.env` (its values may be secrets: not stored).
+    env: String,
+    /// Each file or directory with its modification time (ns), `None` if missing.
+    stamps: Vec<(Option<i128>, PathBuf)>,
+    installed: BTreeMap<String, String>,
+}
+
+impl Detected {
+    fn still_true(&self) -> bool {
+        self.stamps.iter().all(|(was, p)| stamp(p) == *was)
+    }
+}
+
+fn env_digest(env: &BTreeMap<String, String>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (k, v) in env {
+        // Lengths first: no two maps give the same bytes.
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn stamp(path: &Path) -> Option<i128> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()))
+}
+
+async fn detect_by_version(
+    command: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<Installed, String> {
     let mut cmd = tokio::process::Command::new(command);
     cmd.arg("--version")
         .envs(env)
@@ -450,6 +570,73 @@ fn render_gateway(out: &mut String, cfg: &JupyterConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fake_package(dir: &Path, name: &str, version: &str) {
+        let info = dir.join(format!("{name}-{version}.dist-info"));
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::write(
+            info.join("METADATA"),
+            format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"),
+        )
+        .unwrap();
+    }
+
+    /// The packages are remembered until a directory they were looked up in
+    /// changes (a package installed there), or the environment does.
+    #[tokio::test]
+    async fn detected_packages_are_remembered_until_something_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, pkgs, state) = (
+            dir.path().join("bin"),
+            dir.path().join("pkgs"),
+            dir.path().join("state"),
+        );
+        for d in [&bin, &pkgs, &state] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let launcher = bin.join("jupyter");
+        std::fs::write(&launcher, "#!/usr/bin/env python3\n").unwrap();
+        std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fake_package(&pkgs, "jupyter_core", "5.0.0");
+        let mut env = BTreeMap::new();
+        env.insert("PYTHONPATH".to_string(), pkgs.display().to_string());
+        let command = launcher.display().to_string();
+        let first = detect_cached(&command, &env, &state).await.unwrap();
+        assert_eq!(first.version("jupyter_core"), Some("5.0.0"));
+        assert_eq!(first.version("notebook"), None);
+        let file = state.join(DETECTED_FILE);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The next start takes what was remembered: shown by editing it.
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("5.0.0", "5.0.1");
+        std::fs::write(&file, text).unwrap();
+        let again = detect_cached(&command, &env, &state).await.unwrap();
+        assert_eq!(again.version("jupyter_core"), Some("5.0.1"), "remembered");
+        // A package installed where Python looked: asked again.
+        fake_package(&pkgs, "notebook", "7.0.0");
+        let after = detect_cached(&command, &env, &state).await.unwrap();
+        assert_eq!(after.version("jupyter_core"), Some("5.0.0"));
+        assert_eq!(after.version("notebook"), Some("7.0.0"));
+        // Another environment: asked again, and nothing of it is stored.
+        env.insert(
+            "SECRET_FOR_KERNELS".to_string(),
+            "hunter2-value".to_string(),
+        );
+        std::fs::write(
+            &file,
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .replace("7.0.0", "7.0.9"),
+        )
+        .unwrap();
+        let other = detect_cached(&command, &env, &state).await.unwrap();
+        assert_eq!(other.version("notebook"), Some("7.0.0"));
+        assert!(!std::fs::read_to_string(&file).unwrap().contains("hunter2"));
+    }
 
     const PIP: &str = "Selected Jupyter core packages...\nIPython          : 8.28.0\nipykernel        : 6.29.5\nipywidgets       : not installed\njupyter_client   : 8.6.3\njupyter_core     : 5.7.2\njupyter_server   : 2.14.2\njupyterlab       : 4.2.5\nnotebook         : 7.2.2\n";
     const DEBIAN: &str = "Selected Jupyter core packages...\nIPython          : 8.5.0\nipykernel        : 6.17.0\njupyter_client   : 7.4.9\njupyter_core     : 4.12.0\njupyter_server   : 1.23.3\nnbconvert        : 6.5.3\nnotebook         : 6.4.12\n";

@@ -88,6 +88,8 @@ pub struct LaunchPlan {
     pub root_dir: PathBuf,
     pub base_url: String,
     pub runtime_dir: PathBuf,
+    /// Where the installed Jupyter packages are remembered between starts.
+    pub state_dir: PathBuf,
     pub startup_timeout: Duration,
     pub stop_timeout: Duration,
     /// Kernels on a gateway (`jupyter.gateway_url`); `None`: on this machine.
@@ -105,6 +107,7 @@ impl LaunchPlan {
             root_dir: c.jupyter.root_dir.path().to_owned(),
             base_url: c.server.base_url.as_str().to_owned(),
             runtime_dir: c.server.runtime_dir.path().to_owned(),
+            state_dir: c.server.state_dir.path().to_owned(),
             startup_timeout: c.jupyter.startup_timeout.get(),
             stop_timeout: c.jupyter.stop_timeout.get(),
             gateway: GatewayPlan::from_config(c).map(Box::new),
@@ -170,7 +173,7 @@ pub struct JupyterStatus {
 }
 
 enum Request {
-    Relaunch(LaunchPlan),
+    Relaunch(Box<LaunchPlan>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -251,7 +254,7 @@ impl Supervisor {
 
     /// Restarts Jupyter with a new plan.
     pub async fn relaunch(&self, plan: LaunchPlan) {
-        let _ = self.requests.send(Request::Relaunch(plan)).await;
+        let _ = self.requests.send(Request::Relaunch(Box::new(plan))).await;
     }
 
     /// Stops Jupyter and everything it started; returns when done.
@@ -366,7 +369,7 @@ impl Task {
                 _ = &mut sleep => return None,
                 _ = tick.tick() => self.beat(),
                 req = self.requests.recv() => return Some(match req {
-                    Some(Request::Relaunch(plan)) => RunEnd::Relaunch(plan),
+                    Some(Request::Relaunch(plan)) => RunEnd::Relaunch(*plan),
                     Some(Request::Stop(done)) => RunEnd::Stop(done),
                     None => return None,
                 }),
@@ -380,7 +383,9 @@ impl Task {
             None => true,
         };
         if stale {
-            let installed = flavour::detect(&self.plan.command, &self.plan.env).await?;
+            let installed =
+                flavour::detect_cached(&self.plan.command, &self.plan.env, &self.plan.state_dir)
+                    .await?;
             self.detected = Some((self.plan.command.clone(), self.plan.env.clone(), installed));
         }
         let installed = self
@@ -715,7 +720,7 @@ impl Task {
 
 fn request_end(req: Option<Request>) -> RunEnd {
     match req {
-        Some(Request::Relaunch(plan)) => RunEnd::Relaunch(plan),
+        Some(Request::Relaunch(plan)) => RunEnd::Relaunch(*plan),
         Some(Request::Stop(done)) => RunEnd::Stop(done),
         // The daemon dropped its handle: stop.
         None => RunEnd::Stop(oneshot::channel().0),
