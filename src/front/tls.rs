@@ -448,38 +448,41 @@ mod tests {
         let served = crate::front::acme::temporary_cert(&["nb.test".to_string()]).unwrap();
         let cert = served.key.cert[0].clone();
         let door = serve(served, false).unwrap().door;
-        // OpenSSL's and rustls' order (curl, Node.js, Python): AES-256 first.
-        let openssl_order = [
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS13_AES_128_GCM_SHA256,
+        use rustls::CipherSuite as S;
+        let cases: [(&str, &[rustls::SupportedCipherSuite], S); 4] = [
+            (
+                "OpenSSL's and rustls' order (curl, Node.js, Python): AES-256 first",
+                &[
+                    cs::TLS13_AES_256_GCM_SHA384,
+                    cs::TLS13_CHACHA20_POLY1305_SHA256,
+                    cs::TLS13_AES_128_GCM_SHA256,
+                ],
+                S::TLS13_AES_128_GCM_SHA256,
+            ),
+            (
+                "a client without AES hardware lists ChaCha20 first",
+                &[
+                    cs::TLS13_CHACHA20_POLY1305_SHA256,
+                    cs::TLS13_AES_128_GCM_SHA256,
+                ],
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+            ),
+            (
+                "a client with AES-256 only",
+                &[cs::TLS13_AES_256_GCM_SHA384],
+                S::TLS13_AES_256_GCM_SHA384,
+            ),
+            (
+                "TLS 1.2, AES-256 first",
+                &[
+                    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                ],
+                S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ),
         ];
-        assert_eq!(
-            negotiated(&door, &cert, &openssl_order).await,
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-        );
-        // A client without AES hardware says so by listing ChaCha20 first.
-        let chacha_first = [
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS13_AES_128_GCM_SHA256,
-        ];
-        assert_eq!(
-            negotiated(&door, &cert, &chacha_first).await,
-            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-        );
-        // A client with only AES-256 still gets it.
-        assert_eq!(
-            negotiated(&door, &cert, &[cs::TLS13_AES_256_GCM_SHA384]).await,
-            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
-        );
-        // TLS 1.2: AES-128 too.
-        let tls12 = [
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        ];
-        assert_eq!(
-            negotiated(&door, &cert, &tls12).await,
-            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-        );
+        for (client, suites, expected) in cases {
+            assert_eq!(negotiated(&door, &cert, suites).await, expected, "{client}");
+        }
     }
 }
