@@ -1252,12 +1252,20 @@ describes):
   certificate for the handshake comparison; notebookd is switched to that
   certificate with a reload (SIGHUP).
 
+The idle WebSockets and the memory rounds come first, on fresh fronts.
+They leave the two Jupyters unequal (notebookd's took the larger
+steps of idle WebSockets too, and Python keeps much of that memory), so notebookd and the
+direct Jupyter are then started afresh, with the same config, ports and
+socket, before the other parts; nginx keeps running. The idle RSS after
+the run is that of the notebookd started afresh.
+
 The client (Rust: tokio, hyper, rustls with aws-lc-rs, tokio-tungstenite) is the
 same code for every path; it logs in to notebookd with the password form,
 gets Jupyter's `_xsrf` cookie from `/tree` on every path, and sends the
 cookies, `X-XSRFToken`, `Origin` and (for `/files/`) `Referer` a browser
 would send. TLS clients verify the certificate against the test CA and use
-TLS 1.3 with resumption off. Everything listens on 127.0.0.1.
+TLS 1.3 (resumption off but in the resumed handshakes of section 4).
+Everything listens on 127.0.0.1.
 
 CPU time is read from `/proc/PID/task/*/schedstat` (nanoseconds, every
 thread) right before and after each load, for the front (nginx master and

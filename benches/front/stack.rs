@@ -301,6 +301,10 @@ pub struct Stack {
     pub token: String,
     pub jupyter: Proc,
     pub jupyter_socket: PathBuf,
+    /// notebookd's config, and where the direct Jupyter keeps its files: to
+    /// start them afresh.
+    nb: NotebookdConfig,
+    direct_dir: PathBuf,
     pub nginx: Proc,
     /// nginx's site with the P-256 certificate, and the same site with the RSA one.
     pub nginx_port_ec: u16,
@@ -487,7 +491,7 @@ impl Stack {
             tls_resuming,
             notebookd,
             notebookd_port: nb.port,
-            notebookd_tls: nb.tls,
+            notebookd_tls: nb.tls.clone(),
             password,
             password_hash: hash.as_str().to_string(),
             root,
@@ -497,9 +501,42 @@ impl Stack {
             nginx,
             nginx_port_ec,
             nginx_port_rsa,
+            nb,
+            direct_dir,
             dir: d,
             _dir: dir,
         })
+    }
+
+    /// Starts notebookd (with its Jupyter) and the direct Jupyter afresh,
+    /// with the same config, ports and socket: the parts after the idle
+    /// WebSockets then do not measure what thousands of WebSockets left in
+    /// the Jupyters (notebookd's took far more of them than the one behind
+    /// nginx, and Python does not give all of that memory back).
+    pub async fn restart_notebookd_and_jupyter(&mut self) -> Result<()> {
+        eprintln!("==> starting notebookd and the direct Jupyter afresh");
+        self.jupyter.stop();
+        self.notebookd.stop();
+        let (notebookd, _) = self
+            .nb
+            .spawn("notebookd", &self.dir.join("notebookd-afresh.log"))
+            .await?;
+        self.notebookd = notebookd;
+        let (mut command, socket) =
+            jupyter_like_child(&self.notebookd, &self.nb, &self.direct_dir, &self.root, Ok)?;
+        anyhow::ensure!(
+            socket == self.jupyter_socket,
+            "the direct Jupyter's socket moved"
+        );
+        let mut jupyter = Proc::spawn(
+            "Jupyter (direct)",
+            &mut command,
+            Signal::SIGTERM,
+            self.dir.join("jupyter-direct-afresh.log"),
+        )?;
+        wait_for_jupyter(&mut jupyter, &socket).await?;
+        self.jupyter = jupyter;
+        Ok(())
     }
 
     /// nginx's master and workers.
