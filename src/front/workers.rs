@@ -1,9 +1,10 @@
 //! The threads that serve client connections: one single-threaded tokio
 //! runtime per core, as nginx runs one worker process per core.
 //!
-//! The accept loops hand each new connection to the next thread in turn,
-//! and the connection stays there until it closes: its TLS, its requests,
-//! its connection to Jupyter and its WebSocket. Serving it never waits for
+//! Each thread accepts on its own registration of the listening sockets
+//! (see listen.rs), and a connection stays on the thread that accepted it
+//! until it closes: its TLS, its requests, its connection to Jupyter and
+//! its WebSocket. Serving it never waits for
 //! another thread to be woken. On one multi-threaded runtime such wake-ups
 //! (a futex and an eventfd call or two per proxied request, as tasks hopped
 //! between the runtime's threads) cost about a fifth of notebookd's CPU
@@ -11,7 +12,6 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -20,7 +20,6 @@ use tokio::sync::oneshot;
 /// The worker threads and their runtimes.
 pub struct Workers {
     runtimes: Vec<Handle>,
-    next: AtomicUsize,
     stops: Mutex<Vec<oneshot::Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -63,7 +62,6 @@ impl Workers {
         }
         Ok(Workers {
             runtimes,
-            next: AtomicUsize::new(0),
             stops: Mutex::new(stops),
             threads: Mutex::new(threads),
         })
@@ -78,21 +76,12 @@ impl Workers {
         self.runtimes.is_empty()
     }
 
-    /// Runs `task` on the next worker thread, in turn.
-    pub fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
-        // A stopped runtime cancels the task at once: nothing to report.
-        drop(self.runtimes[i].spawn(task));
-    }
-
     /// Runs `task` on worker thread `i` (modulo their number).
     pub fn spawn_on<F>(&self, i: usize, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        // A stopped runtime cancels the task at once: nothing to report.
         drop(self.runtimes[i % self.runtimes.len()].spawn(task));
     }
 
@@ -118,13 +107,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tasks_run_on_the_workers_in_turn_and_stop_ends_them() {
+    fn tasks_run_on_the_worker_named_and_stop_ends_them() {
         let workers = Workers::start(2).unwrap();
         assert_eq!(workers.len(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..4 {
+        for i in 0..4 {
             let tx = tx.clone();
-            workers.spawn(async move {
+            workers.spawn_on(i, async move {
                 let name = std::thread::current().name().map(str::to_owned);
                 tx.send(name).unwrap();
             });
@@ -142,7 +131,7 @@ mod tests {
         );
         // A task still pending when the workers stop is cancelled, not leaked.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        workers.spawn(async move {
+        workers.spawn_on(0, async move {
             let _held = done_tx;
             std::future::pending::<()>().await;
         });
