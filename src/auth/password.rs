@@ -80,6 +80,17 @@ impl FromStr for PasswordHash {
                     Phc::new(rest).map_err(|e| format!("malformed argon2 hash ({e}); {FORMS}"))?;
                 Algorithm::try_from(phc.algorithm)
                     .map_err(|_| format!("unknown argon2 variant {}; {FORMS}", phc.algorithm))?;
+                // A parameter named twice is ambiguous: the checks below would
+                // read the first, the argon2 crate uses the last.
+                let mut seen: Vec<&str> = Vec::new();
+                for (name, _) in phc.params.iter() {
+                    if seen.contains(&name.as_str()) {
+                        return Err(format!(
+                            "bad argon2 parameters ({name} is given twice); {FORMS}"
+                        ));
+                    }
+                    seen.push(name.as_str());
+                }
                 // argon2 0.5 computes 8 × p before it checks p's maximum, which
                 // overflows (a panic where overflow checks are on) for p ≥ 2^29.
                 if phc
@@ -317,6 +328,20 @@ mod tests {
                 .parse::<PasswordHash>()
                 .is_ok()
         );
+    }
+
+    /// Found by the `password_hash` fuzz target: with `p` named twice the
+    /// check above read the first and the argon2 crate the second, huge one.
+    #[test]
+    fn argon2_parameter_named_twice_is_an_error() {
+        for text in [
+            "argon2:$argon2id$v=1984$m=102,t=1018,p=8333,t=1018,p=833333332,t=1",
+            "argon2:$argon2id$v=19$m=64,t=1,p=1,p=1$c2FsdHNhbHQ$ZmFrZWRpZ2VzdGZha2VkaWdlc3Q",
+            "argon2:$argon2id$v=19$m=64,m=64,t=1,p=1$c2FsdHNhbHQ$ZmFrZWRpZ2VzdGZha2VkaWdlc3Q",
+        ] {
+            let e = text.parse::<PasswordHash>().unwrap_err();
+            assert!(e.contains("is given twice"), "{text}: {e}");
+        }
     }
 
     #[test]
