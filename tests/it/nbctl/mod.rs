@@ -59,7 +59,7 @@ fn finish(cmd: &mut Command, stdin: Option<&[u8]>) -> Out {
         } else {
             Stdio::null()
         });
-    let mut child = cmd.spawn().expect("run nbctl");
+    let mut child = spawn_when_not_busy(cmd);
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().unwrap();
         pipe.write_all(input).unwrap();
@@ -69,6 +69,25 @@ fn finish(cmd: &mut Command, stdin: Option<&[u8]>) -> Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Spawn `cmd`, waiting out "Text file busy": a binary copied for another
+/// user (see `nbctl_others_can_run`) is briefly held open for writing by
+/// any child another test forked while the copy was being written, until
+/// that child calls exec.
+fn spawn_when_not_busy(cmd: &mut Command) -> std::process::Child {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("run nbctl"),
+        }
     }
 }
 
