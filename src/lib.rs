@@ -18,6 +18,7 @@
 //! - [`config`]: `/etc/notebook/notebook.toml` → a validated [`config::Config`].
 //! - [`auth`]: policy without HTTP: password hashes, session cookies and
 //!   records, login attempt limits.
+//! - [`private_file`]: the files notebookd keeps for itself, written whole.
 
 pub mod auth;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod front;
 pub mod jupyter;
+pub mod private_file;
 
 /// The version of this build, as shown by `--version` and `nbctl status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,8 +10,7 @@
 //! password or a new secret ends every existing session. Nothing secret is
 //! in the cookie itself and the key never leaves the server.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,16 +62,7 @@ impl SessionSecret {
     fn create(path: &Path) -> std::io::Result<SessionSecret> {
         let mut key = [0u8; SECRET_LEN];
         getrandom::getrandom(&mut key).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("key.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&key)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        crate::private_file::write(path, &key)?;
         Ok(SessionSecret(key))
     }
 

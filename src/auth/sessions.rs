@@ -16,8 +16,6 @@
 //! last-seen time that moved by a minute).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -411,7 +409,7 @@ impl SessionTable {
             };
             serde_json::to_vec(&file).map_err(std::io::Error::other)
         };
-        let result = text.and_then(|text| write_atomically(path, &text));
+        let result = text.and_then(|text| crate::private_file::write(path, &text));
         if result.is_err() {
             self.changed();
         }
@@ -442,28 +440,6 @@ fn read_file(path: &Path) -> Result<Option<SessionsFile>, String> {
         return Err(format!("unknown version {}", file.version));
     }
     Ok(Some(file))
-}
-
-/// Writes `path` as a whole or not at all: a temporary file (0600) in the
-/// same directory, synced, then renamed over it.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

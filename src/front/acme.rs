@@ -27,8 +27,7 @@
 //! files 0600: `/etc` is read-only for the service.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -195,11 +194,9 @@ fn account_path(config: &Config) -> PathBuf {
     acme_dir(config).join(format!("account-{}.json", &digest[..16]))
 }
 
-/// Writes `bytes` to `path` (mode 0600) through a temporary file and a rename.
-/// The directory must be writable by its owner only, that owner root or this
-/// process's user; the temporary file is created anew (never through a link
-/// planted at its name), and the rename replaces a link at `path` rather
-/// than writing where it points.
+/// Writes `bytes` to `path` (see [`crate::private_file::write`]) in a
+/// directory writable by its owner only, that owner root or this process's
+/// user (made 0700 if missing).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -208,20 +205,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .create(dir)?;
         check_private_dir(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::private_file::write(path, bytes)
 }
 
 /// [`super::tls::check_private_dir`] as an I/O error.

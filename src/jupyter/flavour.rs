@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,17 +197,8 @@ for d in sys.path:
 }
 
 /// The Jupyter packages installed for `command`: from Python's package
-/// metadata when the launcher is a Python script, else from `COMMAND --version`.
-pub async fn detect(command: &str, env: &BTreeMap<String, String>) -> Result<Installed, String> {
-    if let Some(python) = launcher_python(command, env) {
-        if let Some((installed, _)) = detect_by_metadata(&python, env).await {
-            return Ok(installed);
-        }
-    }
-    detect_by_version(command, env).await
-}
-
-/// [`detect`], remembered in `DIR/jupyter-packages.json` for the next start
+/// metadata when the launcher is a Python script, else from `COMMAND
+/// --version`. Remembered in `DIR/jupyter-packages.json` for the next start
 /// for as long as nothing it depends on changed: the command, its
 /// environment, the launcher and its interpreter, and every directory
 /// Python looked the packages up in (installing, upgrading or removing a
@@ -252,16 +243,7 @@ pub async fn detect_cached(
     };
     // Best effort: without the file the next start asks Python again.
     if let Ok(bytes) = serde_json::to_vec(&detected) {
-        let tmp = dir.join(format!("{DETECTED_FILE}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
-            .and_then(|()| std::fs::rename(&tmp, &file));
-        if let Err(e) = written {
+        if let Err(e) = crate::private_file::write(&file, &bytes) {
             tracing::debug!(
                 "cannot remember the Jupyter packages in {}: {e}",
                 file.display()

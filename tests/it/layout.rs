@@ -6,7 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Top-level modules, lowest first: each may use only those before it.
-const LAYERS: &[&str] = &["auth", "config", "jupyter", "front", "daemon", "cli"];
+const LAYERS: &[&str] = &[
+    "private_file",
+    "auth",
+    "config",
+    "jupyter",
+    "front",
+    "daemon",
+    "cli",
+];
 
 /// Every `.rs` file under `src/` (but `bin/`) as (module path, text without
 /// its `#[cfg(test)]` tail and without comments).
