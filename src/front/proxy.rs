@@ -295,7 +295,7 @@ impl Upstream {
         client: &ClientInfo,
         conn: &UpstreamConn,
         deadlines: Deadlines,
-        ending: Option<Arc<Ending>>,
+        ending: Arc<Ending>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let upgrade = upgrade_protocol(req.headers());
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -365,19 +365,12 @@ impl Upstream {
                     let mut up = TokioIo::new(up);
                     // No buffers held while the WebSocket is idle (see splice.rs).
                     let splice = super::splice::splice(&mut down, &mut up);
-                    match &ending {
-                        Some(ending) => {
-                            let _counted = ending.websocket();
-                            // Dropping both streams closes them: the client's
-                            // connection and Jupyter's (the kernel keeps running).
-                            tokio::select! {
-                                _ = splice => {}
-                                () = ending.ended() => {}
-                            }
-                        }
-                        None => {
-                            let _ = splice.await;
-                        }
+                    let _counted = ending.websocket();
+                    // Dropping both streams closes them: the client's
+                    // connection and Jupyter's (the kernel keeps running).
+                    tokio::select! {
+                        _ = splice => {}
+                        () = ending.ended() => {}
                     }
                     counter.fetch_sub(1, Ordering::Relaxed);
                 });

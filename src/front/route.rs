@@ -175,7 +175,7 @@ async fn route(
     let forwarded = tokio::select! {
         r = app
             .upstream
-            .forward(req, client, upstream, deadlines, Some(ending.clone())) => r,
+            .forward(req, client, upstream, deadlines, ending.clone()) => r,
         () = ending.ended() => {
             return Reply::Own(json(
                 StatusCode::UNAUTHORIZED,
