@@ -2,12 +2,23 @@
 // Top level: log in, create a notebook from the tree's New menu, run
 // print(6*7) and a matplotlib cell, save a screenshot; then follow a link to
 // /files/ as a browser does (same-origin Referer: Jupyter's XSRF fallback for
-// GET) and check that the same URL without a Referer is refused.
+// GET) and check that the same URL without a Referer is refused. Also reports
+// the TLS the browser negotiated.
 const path = require('path');
 const { scenario, logIn, runCell, check } = require('./lib');
 
 scenario(async ({ cfg, context }) => {
   const page = await context.newPage();
+  // What TLS the browser negotiated for the first page (DevTools' Security panel).
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  let tls = null;
+  cdp.on('Network.responseReceived', (e) => {
+    if (!tls && e.type === 'Document' && e.response.securityDetails) {
+      const d = e.response.securityDetails;
+      tls = { protocol: d.protocol, keyExchangeGroup: d.keyExchangeGroup || null, cipher: d.cipher };
+    }
+  });
   const first = await page.goto(`${cfg.nb}/tree`);
   check(first.status() === 200, `GET /tree ended with ${first.status()}`);
   const loginUrl = new URL(page.url());
@@ -64,7 +75,9 @@ scenario(async ({ cfg, context }) => {
   check(direct.status() === 403, `/files/ without Referer: ${direct.status()}`);
 
   const cookies = await context.cookies();
+  check(tls, 'DevTools reported no TLS details for the first page');
   return {
+    tls,
     screenshot,
     printed,
     plotSize: size,

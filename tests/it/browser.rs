@@ -197,6 +197,14 @@ async fn chromium_runs_a_new_notebook() {
         .await
         .unwrap();
     assert_eq!(r["printed"], "42");
+    // Chromium offers the post-quantum hybrid first; rustls takes it (README, Security).
+    assert_eq!(r["tls"]["protocol"], "TLS 1.3", "{}", r["tls"]);
+    assert_eq!(
+        r["tls"]["keyExchangeGroup"], "X25519MLKEM768",
+        "{}",
+        r["tls"]
+    );
+    assert_eq!(r["tls"]["cipher"], "AES_128_GCM", "{}", r["tls"]);
     assert_eq!(
         r["referer"],
         format!("https://notebook.test:{}/tree", n.port)
