@@ -57,11 +57,24 @@ pub async fn alongside<T>(conn: &mut Inline, work: impl Future<Output = Result<T
 /// Bounds every single exchange of the setup steps.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Which key exchange groups a client offers first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Groups {
+    /// X25519 first (rustls's default order without post-quantum preference,
+    /// and what OpenSSL 3.0 clients offer).
+    Classic,
+    /// The hybrid X25519MLKEM768 first, with an X25519 share alongside, as
+    /// Chrome (131 on) and Firefox (132 on) offer by default: a server that
+    /// has ML-KEM (rustls) takes the hybrid, one without (nginx with Debian
+    /// bookworm's OpenSSL 3.0) takes X25519.
+    BrowserPostQuantum,
+}
+
 /// A TLS 1.3 client trusting only the benchmark CA that offers the cipher
 /// suites in the order browsers do (Chrome, Firefox and Safari list
 /// AES-128-GCM first), with session resumption off so that every
 /// connection is a full handshake, or on (`resume`).
-pub fn tls_connector(ca: &Path, resume: bool) -> Result<TlsConnector> {
+pub fn tls_connector(ca: &Path, resume: bool, groups: Groups) -> Result<TlsConnector> {
     use rustls::crypto::aws_lc_rs::cipher_suite as cs;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).context("cannot read the bench CA")? {
@@ -73,6 +86,15 @@ pub fn tls_connector(ca: &Path, resume: bool) -> Result<TlsConnector> {
         cs::TLS13_AES_256_GCM_SHA384,
         cs::TLS13_CHACHA20_POLY1305_SHA256,
     ];
+    if groups == Groups::BrowserPostQuantum {
+        use rustls::crypto::aws_lc_rs::kx_group;
+        provider.kx_groups = vec![
+            kx_group::X25519MLKEM768,
+            kx_group::X25519,
+            kx_group::SECP256R1,
+            kx_group::SECP384R1,
+        ];
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)

@@ -536,6 +536,12 @@ async fn measure_all(
                 stack.nginx_port_ec,
                 stack.tls_resuming.clone(),
             ),
+            (
+                "ECDSA P-256, groups offered as browsers do",
+                "ec",
+                stack.nginx_port_ec,
+                stack.tls_browser_groups.clone(),
+            ),
         ] {
             stack.notebookd_use_cert(key).await?;
             let servers = [

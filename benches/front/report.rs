@@ -641,8 +641,15 @@ pub fn render(plan: &Plan, r: &Results) -> String {
          per run from {} concurrent clients, {} runs per server and key type; both\n\
          servers use the same certificate and key. The client is rustls (aws-lc-rs)\n\
          offering the TLS 1.3 cipher suites in browsers' order (AES-128-GCM,\n\
-         AES-256-GCM, ChaCha20) and the key exchange groups X25519, P-256, P-384;\n\
-         it verifies the certificate. Full handshakes: the client keeps no\n\
+         AES-256-GCM, ChaCha20) and the key exchange groups X25519, P-256, P-384\n\
+         and X25519MLKEM768, in that order; it verifies the certificate. \"Groups\n\
+         offered as browsers do\": the hybrid X25519MLKEM768 first with an X25519\n\
+         share alongside, as Chrome and Firefox have offered by default since late\n\
+         2024; notebookd (rustls) takes the post-quantum hybrid, nginx (Debian\n\
+         bookworm's OpenSSL 3.0, which has no ML-KEM) takes X25519, so this row\n\
+         is what a browser's first visit costs each server, notebookd doing more\n\
+         for a key exchange that stays secret against a future quantum computer.\n\
+         Full handshakes: the client keeps no\n\
          session. Resumed: it keeps the session tickets the server sends and\n\
          offers one on the next connection (PSK with a new X25519 exchange, as\n\
          browsers resume); the resumed column counts the handshakes the server\n\

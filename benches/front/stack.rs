@@ -289,6 +289,9 @@ pub struct Stack {
     pub tls: TlsConnector,
     /// The same client with session resumption on (the resumed handshakes).
     pub tls_resuming: TlsConnector,
+    /// The client offering key exchange groups as browsers do (post-quantum
+    /// hybrid first).
+    pub tls_browser_groups: TlsConnector,
     pub notebookd: Proc,
     pub notebookd_port: u16,
     pub notebookd_tls: (PathBuf, PathBuf),
@@ -356,8 +359,10 @@ impl Stack {
             .tempdir()?;
         let d = dir.path().to_owned();
         let certs = Certs::make(&d.join("certs"))?;
-        let tls = crate::client::tls_connector(&certs.ca(), false)?;
-        let tls_resuming = crate::client::tls_connector(&certs.ca(), true)?;
+        use crate::client::{Groups, tls_connector};
+        let tls = tls_connector(&certs.ca(), false, Groups::Classic)?;
+        let tls_resuming = tls_connector(&certs.ca(), true, Groups::Classic)?;
+        let tls_browser_groups = tls_connector(&certs.ca(), false, Groups::BrowserPostQuantum)?;
 
         let root = d.join("root");
         std::fs::create_dir_all(&root)?;
@@ -489,6 +494,7 @@ impl Stack {
             certs,
             tls,
             tls_resuming,
+            tls_browser_groups,
             notebookd,
             notebookd_port: nb.port,
             notebookd_tls: nb.tls.clone(),
