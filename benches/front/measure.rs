@@ -113,6 +113,10 @@ impl Percentiles {
 #[derive(Debug, Clone, Default)]
 pub struct LoadRun {
     pub requests: usize,
+    /// Connections opened again because the front closed one after an
+    /// answer (`Connection: close`; nginx does after `keepalive_requests`,
+    /// 1,000 by default), as a browser does; inside that request's time.
+    pub reconnects: usize,
     pub secs: f64,
     pub latency: Percentiles,
     pub cpu: Cpu,
@@ -141,38 +145,53 @@ pub async fn api_load(
     let mut tasks = Vec::new();
     for (mut sender, mut conn) in senders {
         let next = next.clone();
+        let target = target.clone();
         let req = target.request(Method::GET, "/api/contents");
         let (parts, ()) = req.body(())?.into_parts();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut reconnects = 0;
+            let mut closed = false;
             while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
                 let t = Instant::now();
+                if closed {
+                    (sender, conn) = target.http_inline().await?;
+                    reconnects += 1;
+                }
                 let exchange = async {
                     sender.ready().await?;
                     let req = http::Request::from_parts(parts.clone(), Full::new(Bytes::new()));
                     let resp = sender.send_request(req).await?;
                     let status = resp.status();
+                    let close = resp
+                        .headers()
+                        .get(header::CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                     resp.into_body().collect().await?;
                     if status != StatusCode::OK {
                         bail!("GET /api/contents answered {status}");
                     }
-                    Ok(())
+                    Ok(close)
                 };
-                alongside(&mut conn, exchange).await?;
+                closed = alongside(&mut conn, exchange).await?;
                 latencies.push(t.elapsed());
             }
-            Ok::<_, anyhow::Error>(latencies)
+            Ok::<_, anyhow::Error>((latencies, reconnects))
         }));
     }
     let mut all = Vec::with_capacity(total);
+    let mut reconnects = 0;
     for t in tasks {
-        all.extend(t.await??);
+        let (latencies, r) = t.await??;
+        all.extend(latencies);
+        reconnects += r;
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = probe.stop()?;
     hook("stop", part, target)?;
     Ok(LoadRun {
         requests: all.len(),
+        reconnects,
         secs,
         latency: Percentiles::of(&mut all),
         cpu,

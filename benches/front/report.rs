@@ -957,7 +957,10 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
         o,
         "A logged-in client (on 127.0.0.1) measures kernel `1+1` round trips for\n\
          {half} s, then `GET /api/contents` one at a time on one keep-alive\n\
-         connection for {half} s, first with nothing else going on, then while\n\
+         connection for {half} s (connecting again, inside the timing, when the\n\
+         front closes it after an answer, as nginx does after its default\n\
+         `keepalive_requests 1000`; the count is in brackets), first with\n\
+         nothing else going on, then while\n\
          unauthenticated clients attack the front, each from its own loopback\n\
          address (bound before connecting, so the front sees other clients).\n\
          **Slow body**: {slow_n} TLS connections ({slow_per} from each of\n\
@@ -1039,6 +1042,14 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
                 _ => ("—".into(), "—".into(), "—".into()),
             };
             let (requests, api) = match &a.api {
+                Ok(x) if x.reconnects > 0 => (
+                    format!(
+                        "{} ({} reconnected)",
+                        num(x.requests as f64, 0),
+                        num(x.reconnects as f64, 0)
+                    ),
+                    num(ms(x.latency.p99), 2),
+                ),
                 Ok(x) => (num(x.requests as f64, 0), num(ms(x.latency.p99), 2)),
                 Err(e) => (format!("failed: {}", cell_text(e)), "—".into()),
             };
