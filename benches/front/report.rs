@@ -1042,15 +1042,13 @@ fn attacks(o: &mut String, plan: &Plan, r: &Results) {
                 _ => ("—".into(), "—".into(), "—".into()),
             };
             let (requests, api) = match &a.api {
-                Ok(x) if x.reconnects > 0 => (
-                    format!(
-                        "{} ({} reconnected)",
-                        num(x.requests as f64, 0),
-                        num(x.reconnects as f64, 0)
-                    ),
-                    num(ms(x.latency.p99), 2),
-                ),
-                Ok(x) => (num(x.requests as f64, 0), num(ms(x.latency.p99), 2)),
+                Ok(x) => {
+                    let mut requests = num(x.requests as f64, 0);
+                    if x.reconnects > 0 {
+                        let _ = write!(requests, " ({} reconnected)", num(x.reconnects as f64, 0));
+                    }
+                    (requests, num(ms(x.latency.p99), 2))
+                }
                 Err(e) => (format!("failed: {}", cell_text(e)), "—".into()),
             };
             let ratio_of = |pick: fn(&AttackRun) -> Option<f64>| match a.attack {
