@@ -395,7 +395,9 @@ async fn drive<I>(
     };
     {
         let conn = http.serve_connection(io, service).with_upgrades();
-        tokio::pin!(conn);
+        // This task also drives the connection to Jupyter (see UpstreamConn).
+        let upstream = client_conn.upstream.drive();
+        tokio::pin!(conn, upstream);
         let mut draining = false;
         loop {
             tokio::select! {
@@ -409,6 +411,7 @@ async fn drive<I>(
                     conn.as_mut().graceful_shutdown();
                     draining = true;
                 }
+                () = upstream.as_mut() => {}
             }
         }
     }
