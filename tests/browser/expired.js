@@ -20,6 +20,18 @@ async function dismissDialogs(page) {
   }
 }
 
+// Clicks `target`. The kernel's WebSocket closes with the session, and the
+// tab's attempts to reconnect it are refused: JupyterLab may report that in
+// a dialog that opens late and takes the click. Dismiss it and click again.
+async function clickPastDialogs(page, target) {
+  for (let i = 0; ; i++) {
+    await dismissDialogs(page);
+    const clicked = await target.click({ timeout: 10000 }).then(() => true, () => false);
+    if (clicked) return;
+    check(i < 5, 'a dialog keeps covering the cell after the session ended');
+  }
+}
+
 scenario(async ({ cfg, context }) => {
   const page = await context.newPage();
   await page.goto(`${cfg.nb}/notebooks/${cfg.notebook}`);
@@ -48,15 +60,7 @@ scenario(async ({ cfg, context }) => {
   }
   const endedAfterSecs = Math.round((Date.now() - loggedInAt) / 1000);
 
-  // The kernel's WebSocket closed with the session, and the tab's attempts
-  // to reconnect it are refused: JupyterLab may report that in a dialog
-  // that opens late and takes the click. Dismiss it and click again.
-  for (let i = 0; ; i++) {
-    await dismissDialogs(page);
-    const clicked = await editor.click({ timeout: 10000 }).then(() => true, () => false);
-    if (clicked) break;
-    check(i < 5, 'a dialog keeps covering the cell after the session ended');
-  }
+  await clickPastDialogs(page, editor);
   await page.keyboard.press('Control+s');
   const failed = await dialogText(page, /log in again/i, 60000);
   check(failed.includes('/login'), `the Save error names no login page: ${failed}`);
@@ -66,15 +70,7 @@ scenario(async ({ cfg, context }) => {
   await logIn(other, cfg.password);
   await other.close();
 
-  // The kernel's WebSocket closed with the session, and the tab's attempts
-  // to reconnect it are refused: JupyterLab may report that in a dialog
-  // that opens late and takes the click. Dismiss it and click again.
-  for (let i = 0; ; i++) {
-    await dismissDialogs(page);
-    const clicked = await editor.click({ timeout: 10000 }).then(() => true, () => false);
-    if (clicked) break;
-    check(i < 5, 'a dialog keeps covering the cell after the session ended');
-  }
+  await clickPastDialogs(page, editor);
   await page.keyboard.press('Control+s');
   // The edit reaches the server (read through the first tab, on the new session).
   const saveDeadline = Date.now() + 60000;
