@@ -62,7 +62,14 @@ fn finish(cmd: &mut Command, stdin: Option<&[u8]>) -> Out {
     let mut child = spawn_when_not_busy(cmd);
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input).unwrap();
+        // nbctl may refuse before it reads its input (a config it cannot
+        // read) and exit first: its status and output then tell the rest.
+        match pipe.write_all(input) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                panic!("writing nbctl's stdin: {e}")
+            }
+            _ => {}
+        }
     }
     let out = child.wait_with_output().unwrap();
     Out {

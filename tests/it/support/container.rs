@@ -290,7 +290,14 @@ impl Container {
             .spawn()
             .expect("run nsenter");
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).expect("write stdin");
+            // A script that fails before reading its input closes the pipe;
+            // its status and output below then say why.
+            match pipe.write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    panic!("writing the script's stdin: {e}")
+                }
+                _ => {}
+            }
         }
         let out = child.wait_with_output().expect("wait for nsenter");
         Run {
