@@ -395,9 +395,7 @@ async fn drive<I>(
     };
     {
         let conn = http.serve_connection(io, service).with_upgrades();
-        // This task also drives the connection to Jupyter (see UpstreamConn).
-        let upstream = client_conn.upstream.drive();
-        tokio::pin!(conn, upstream);
+        tokio::pin!(conn);
         let mut draining = false;
         loop {
             tokio::select! {
@@ -411,7 +409,6 @@ async fn drive<I>(
                     conn.as_mut().graceful_shutdown();
                     draining = true;
                 }
-                () = upstream.as_mut() => {}
             }
         }
     }
