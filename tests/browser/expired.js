@@ -28,6 +28,7 @@ async function clickPastDialogs(page, target) {
     await dismissDialogs(page);
     const clicked = await target.click({ timeout: 10000 }).then(() => true, () => false);
     if (clicked) return;
+    console.error(`retry ${i}: the click did not land`);
     check(i < 5, 'a dialog keeps covering the cell after the session ended');
   }
 }
