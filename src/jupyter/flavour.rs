@@ -155,23 +155,19 @@ fn launcher_python(command: &str, env: &BTreeMap<String, String>) -> Option<Vec<
     interpreter.starts_with("python").then_some(words)
 }
 
-/// Asks the launcher's Python for package versions: fast (no imports of
-/// Jupyter itself), yet a Python start (40 ms, more on a busy machine).
-/// Also returns the directories the versions were looked up in (`sys.path`).
+/// The packages whose versions decide what is started.
+const PACKAGES: [&str; 4] = ["notebook", "jupyterlab", "jupyter_server", "jupyter_core"];
+
+/// Asks the launcher's Python where it looks for packages (`sys.path`, a
+/// Python start without imports: about 16 ms here), then reads the
+/// versions from the package metadata there as `importlib.metadata` would.
+/// Asking `importlib.metadata` itself took 77 ms: it imports much of the
+/// standard library. Also returns the directories looked in.
 async fn detect_by_metadata(
     python: &[String],
     env: &BTreeMap<String, String>,
 ) -> Option<(Installed, Vec<PathBuf>)> {
-    const SCRIPT: &str = r#"
-import importlib.metadata as m, sys
-for p in ("notebook", "jupyterlab", "jupyter_server", "jupyter_core"):
-    try:
-        print(p, ":", m.version(p))
-    except m.PackageNotFoundError:
-        pass
-for d in sys.path:
-    print("sys.path =", d)
-"#;
+    const SCRIPT: &str = "import sys\nfor d in sys.path: print(d)";
     let (program, args) = python.split_first()?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -185,15 +181,106 @@ for d in sys.path:
         .await
         .ok()?
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let installed = Installed::parse(&text);
-    let path = text
+    if !out.status.success() {
+        return None;
+    }
+    let path: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.strip_prefix("sys.path = "))
+        .filter(|l| !l.is_empty())
         .map(PathBuf::from)
         .collect();
-    (out.status.success() && installed.version("jupyter_core").is_some())
+    let installed = versions_on_path(&path, &PACKAGES);
+    // Not found (an egg, a custom finder): `jupyter --version` answers instead.
+    installed
+        .version("jupyter_core")
+        .is_some()
         .then_some((installed, path))
+}
+
+/// The version of each of `packages` as Python 3's `importlib.metadata.version`
+/// finds it: the first `NAME-*.dist-info` or `NAME-*.egg-info` along `path`
+/// whose name matches once normalized (PEP 503, with `_`), its `Version`
+/// read from `METADATA`, else `PKG-INFO`, else the `.egg-info` file itself.
+/// Entries in one directory are taken in the order the directory lists
+/// them, as Python does.
+pub fn versions_on_path(path: &[PathBuf], packages: &[&str]) -> Installed {
+    let mut found = BTreeMap::new();
+    let mut missing: Vec<(String, &str)> = packages.iter().map(|p| (normalize(p), *p)).collect();
+    for dir in path {
+        if missing.is_empty() {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(low) = name.to_str().map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            let Some(stem) = low
+                .strip_suffix(".dist-info")
+                .or_else(|| low.strip_suffix(".egg-info"))
+            else {
+                continue;
+            };
+            let project = normalize(stem.split('-').next().unwrap_or(stem));
+            let Some(i) = missing.iter().position(|(n, _)| *n == project) else {
+                continue;
+            };
+            let (_, package) = missing.swap_remove(i);
+            // The first match decides, as in Python, even one without a version.
+            if let Some(version) = metadata_version(&entry.path()) {
+                found.insert(package.to_owned(), version);
+            }
+        }
+    }
+    Installed(found)
+}
+
+/// A project name as `importlib.metadata` compares it: lower case, each run
+/// of `-`, `_` and `.` one `_`.
+fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('_') {
+                out.push('_');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The `Version` header of a distribution's metadata (headers end at the
+/// first empty line). At most 1 MiB is read.
+fn metadata_version(info: &Path) -> Option<String> {
+    let read = |p: &Path| -> Option<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(p)
+            .ok()?
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    };
+    let text = if info.is_dir() {
+        read(&info.join("METADATA")).or_else(|| read(&info.join("PKG-INFO")))?
+    } else {
+        read(info)?
+    };
+    text.lines()
+        .take_while(|l| !l.trim().is_empty())
+        .find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case("version")
+                .then(|| value.trim().to_owned())
+        })
+        .filter(|v| !v.is_empty())
 }
 
 /// The Jupyter packages installed for `command`: from Python's package
@@ -561,6 +648,65 @@ mod tests {
             format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"),
         )
         .unwrap();
+    }
+
+    /// The first match along the path decides; names compare normalized;
+    /// `.egg-info` directories and files count; METADATA before PKG-INFO.
+    #[test]
+    fn versions_are_read_as_importlib_metadata_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        fake_package(&first, "jupyter_core", "5.7.2");
+        fake_package(&second, "jupyter_core", "4.0.0");
+        fake_package(&second, "Jupyter.Server", "2.14.2");
+        // Debian's layout for the classic Notebook: an .egg-info directory.
+        let egg = second.join("notebook-6.4.12.egg-info");
+        std::fs::create_dir_all(&egg).unwrap();
+        std::fs::write(
+            egg.join("PKG-INFO"),
+            "Metadata-Version: 2.1\nName: notebook\nVersion: 6.4.12\n\nVersion: 9\n",
+        )
+        .unwrap();
+        // An .egg-info file, and a dist-info with both files.
+        std::fs::write(
+            second.join("jupyterlab-4.0.0.egg-info"),
+            "Name: jupyterlab\nversion:  4.0.0 \n",
+        )
+        .unwrap();
+        let both = first.join("ipykernel-6.29.5.dist-info");
+        std::fs::create_dir_all(&both).unwrap();
+        std::fs::write(both.join("METADATA"), "Name: ipykernel\nVersion: 6.29.5\n").unwrap();
+        std::fs::write(both.join("PKG-INFO"), "Name: ipykernel\nVersion: 1.0\n").unwrap();
+        // Found first but without a version: absent, as for Python.
+        let bare = first.join("nbformat-5.dist-info");
+        std::fs::create_dir_all(&bare).unwrap();
+        fake_package(&second, "nbformat", "5.10.4");
+
+        let path = [dir.path().join("missing"), first, second];
+        let found = versions_on_path(
+            &path,
+            &[
+                "jupyter_core",
+                "jupyter-server",
+                "notebook",
+                "jupyterlab",
+                "ipykernel",
+                "nbformat",
+                "absent",
+            ],
+        );
+        let want: BTreeMap<String, String> = [
+            ("jupyter_core", "5.7.2"),
+            ("jupyter-server", "2.14.2"),
+            ("notebook", "6.4.12"),
+            ("jupyterlab", "4.0.0"),
+            ("ipykernel", "6.29.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(found.0, want);
     }
 
     /// The packages are remembered until a directory they were looked up in

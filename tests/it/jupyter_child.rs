@@ -85,3 +85,56 @@ async fn jupyterlab_news_are_off() {
         "the news plugin is not disabled: {disabled:?}"
     );
 }
+
+/// notebookd reads the installed Jupyter packages' versions from their
+/// metadata itself (Python is only asked for `sys.path`): for every
+/// distribution Python's `importlib.metadata` finds, in the pinned venv and
+/// in Debian's own Python (`.dist-info` and `.egg-info`), it finds the same
+/// version.
+#[test]
+fn package_versions_match_importlib_metadata() {
+    const SCRIPT: &str = r#"
+import importlib.metadata as m, sys
+for d in sys.path:
+    print("path", d, sep="\t")
+names = sorted({d.metadata["Name"] for d in m.distributions() if d.metadata["Name"]})
+for n in names:
+    print("dist", n, m.version(n), sep="\t")
+"#;
+    for python in [venv().join("bin/python3"), "/usr/bin/python3".into()] {
+        let out = std::process::Command::new(&python)
+            .args(["-c", SCRIPT])
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut path = Vec::new();
+        let mut expected = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            match line.split('\t').collect::<Vec<_>>()[..] {
+                ["path", d] if !d.is_empty() => path.push(std::path::PathBuf::from(d)),
+                ["dist", name, version] => {
+                    expected.insert(name.to_owned(), version.to_owned());
+                }
+                _ => {}
+            }
+        }
+        let names: Vec<&str> = expected.keys().map(String::as_str).collect();
+        let found = notebookd::jupyter::flavour::versions_on_path(&path, &names);
+        assert_eq!(found.0, expected, "{}", python.display());
+        if python.starts_with(venv()) {
+            assert!(
+                expected.len() > 50,
+                "{} packages in the venv",
+                expected.len()
+            );
+            for p in ["notebook", "jupyter_server", "jupyter_core"] {
+                assert!(found.version(p).is_some(), "{p} in {expected:?}");
+            }
+        }
+    }
+}
