@@ -466,9 +466,19 @@ impl Task {
         std::fs::write(&config_path, config_text)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
 
-        let mut cmd = Command::new(&self.plan.command);
-        cmd.arg(resolved.subcommand)
-            .arg(format!("--config={}", config_path.display()))
+        // `jupyter notebook` runs `jupyter-notebook`: run that directly when
+        // it can be found as the launcher would find it (a quicker start).
+        let direct =
+            flavour::direct_subcommand(&self.plan.command, &self.plan.env, resolved.subcommand);
+        let mut cmd = match &direct {
+            Some(program) => Command::new(program),
+            None => {
+                let mut cmd = Command::new(&self.plan.command);
+                cmd.arg(resolved.subcommand);
+                cmd
+            }
+        };
+        cmd.arg(format!("--config={}", config_path.display()))
             .args(&self.plan.args)
             .env("JUPYTER_RUNTIME_DIR", &runtime)
             .env("PYTHONUNBUFFERED", "1");
@@ -517,11 +527,17 @@ impl Task {
             }
         }
         die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| {
-            format!(
+        let mut child = cmd.spawn().map_err(|e| match &direct {
+            Some(program) => format!(
+                "cannot start {} (for `{} {}`): {e}",
+                program.display(),
+                self.plan.command,
+                resolved.subcommand
+            ),
+            None => format!(
                 "cannot start `{} {}`: {e}",
                 self.plan.command, resolved.subcommand
-            )
+            ),
         })?;
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward_output(out, self.last_lines.clone()));
