@@ -725,8 +725,9 @@ pub fn render(plan: &Plan, r: &Results) -> String {
          a fresh state directory; on a restart notebookd finds the installed\n\
          Jupyter packages it remembered there (unless one of the directories\n\
          Python looks them up in changed) instead of starting Python to ask.\n\
-         Jupyter's own start varies by a few tens of ms from one start to the\n\
-         next: read the median of the restarts.\n\n\
+         Jupyter's own start varies by tens, on a busy machine hundreds, of ms\n\
+         from one start to the next: read the median of the restarts, where\n\
+         the Jupyter alone and notebookd take turns going first.\n\n\
          | start | notebookd to READY, ms | Jupyter alone to answering, ms | difference, ms |\n\
          |---|---:|---:|---:|"
     );
