@@ -113,6 +113,8 @@ struct Row {
     better: &'static str,
     decimals: usize,
     values: [Option<f64>; 3],
+    /// Ratios shown (not for a change of a figure, which may be about 0).
+    ratios: bool,
 }
 
 impl Row {
@@ -122,7 +124,13 @@ impl Row {
             better,
             decimals,
             values: [None; 3],
+            ratios: true,
         }
+    }
+
+    fn without_ratios(mut self) -> Row {
+        self.ratios = false;
+        self
     }
 
     fn set(mut self, via: Via, v: Option<f64>) -> Row {
@@ -152,8 +160,8 @@ fn summary_table(out: &mut String, rows: &[Row]) {
             cell(d),
             cell(n),
             cell(b),
-            ratio(b, n),
-            ratio(b, d)
+            if r.ratios { ratio(b, n) } else { "—".into() },
+            if r.ratios { ratio(b, d) } else { "—".into() },
         );
     }
 }
@@ -937,7 +945,8 @@ fn attack_rows(rows: &mut Vec<Row>, r: &Results) {
             ),
             "lower",
             1,
-        );
+        )
+        .without_ratios();
         for v in fronts {
             row = row.set(
                 v,
