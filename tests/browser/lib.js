@@ -73,30 +73,49 @@ async function logIn(frame, password) {
   await Promise.all([frame.waitForNavigation(), frame.click('#login_submit')]);
 }
 
-// Types `code` into the active cell of the notebook in `frame`, runs it, and
+// Types `code` into the last cell of the notebook in `frame`, runs it, and
 // returns the new output area's element handle once it has content.
 async function runCell(frame, page, code) {
   const cells = frame.locator('.jp-Notebook .jp-Cell.jp-CodeCell');
   const before = await cells.count();
   const cell = cells.nth(before - 1);
-  await focusCell(frame, cell);
-  await page.keyboard.type(code);
+  await enterCode(frame, page, cell, code);
   await page.keyboard.press('Shift+Enter');
   const output = cell.locator('.jp-OutputArea-output').first();
   // On a busy machine the kernel chooser can still come after the cell was
-  // sent, and a cell sent to no kernel never runs: answer it, run it again.
+  // typed: it takes the Shift+Enter (as its default button) and the cell
+  // never runs. A cell whose prompt is still `[ ]:` was not sent (a sent
+  // one shows `[*]:` until it has run): enter it and run it again.
   const deadline = Date.now() + 90000;
-  for (;;) {
+  for (let i = 1; ; i++) {
     try {
       await output.waitFor({ timeout: 5000 });
       return { cell, output };
     } catch (e) {
       if (Date.now() > deadline) throw e;
-      if ((await frame.locator('.jp-Dialog').count()) > 0) {
-        await focusCell(frame, cell);
+      const prompt = (await cell.locator('.jp-InputPrompt').innerText().catch(() => '')).replace(/\s+/g, '');
+      if ((await frame.locator('.jp-Dialog').count()) > 0 || prompt === '[]:') {
+        console.error(`retry ${i}: the cell was not run (prompt ${JSON.stringify(prompt)})`);
+        await enterCode(frame, page, cell, code);
         await page.keyboard.press('Shift+Enter');
       }
     }
+  }
+}
+
+// Replaces the text of `cell` with `code`. A dialog that opens while the
+// keys are typed takes the rest of them: type again until the editor shows
+// exactly `code`.
+async function enterCode(frame, page, cell, code) {
+  const editor = cell.locator('.cm-content');
+  for (let i = 1; ; i++) {
+    await focusCell(frame, cell);
+    await page.keyboard.press('Control+a');
+    await page.keyboard.type(code);
+    const text = (await editor.innerText().catch(() => '')).replace(/\u00a0/g, ' ').trim();
+    if (text === code) return;
+    console.error(`retry ${i}: the cell shows ${JSON.stringify(text)}, not the code typed`);
+    check(i < 6, `the cell does not take the code: it shows ${JSON.stringify(text)}`);
   }
 }
 

@@ -104,7 +104,13 @@ impl Node {
             .find_map(|l| l.strip_prefix("RESULT "))
             .map(|r| serde_json::from_str::<Value>(r).expect("RESULT is JSON"));
         match (status, result) {
-            (Some(s), Some(r)) if s.success() => Ok(r),
+            (Some(s), Some(r)) if s.success() => {
+                // A passing scenario's notes (retries) go with the test's output.
+                if !err.is_empty() {
+                    eprintln!("node {script}:\n{err}");
+                }
+                Ok(r)
+            }
             (status, _) => Err(format!(
                 "node {script} failed ({}):\n--- stderr\n{err}\n--- stdout\n{out}",
                 status.map_or("timed out".into(), |s| s.to_string())
