@@ -120,12 +120,9 @@ pub fn resolve(flavour: Flavour, installed: &Installed) -> Result<Resolved, Stri
 /// Finds `name` as a shell would: an absolute path, or a search of `PATH`
 /// (`path_override`, else the environment's).
 pub fn find_program(name: &str, path_override: Option<&str>) -> Option<PathBuf> {
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if name.contains('/') {
         let p = Path::new(name);
-        return executable(p).then(|| p.to_owned());
+        return is_executable(p).then(|| p.to_owned());
     }
     let path = path_override
         .map(str::to_owned)
@@ -134,15 +131,39 @@ pub fn find_program(name: &str, path_override: Option<&str>) -> Option<PathBuf> 
     path.split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(name))
-        .find(|p| executable(p))
+        .find(|p| is_executable(p))
+}
+
+/// A regular file with an execute bit, as a shell or `shutil.which` wants.
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first `limit` bytes of the file at `path`.
+fn read_head(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(limit)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
 }
 
 /// The Python interpreter named by the launcher's `#!` line, if it is one.
 fn launcher_python(command: &str, env: &BTreeMap<String, String>) -> Option<Vec<String>> {
     let path = find_program(command, env.get("PATH").map(String::as_str))?;
-    let mut head = [0u8; 256];
-    let n = std::io::Read::read(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
-    let first = std::str::from_utf8(&head[..n]).ok()?.lines().next()?;
+    script_python(&read_head(&path, SHEBANG_MAX)?)
+}
+
+/// The most of a `#!` line that Linux reads (BINPRM_BUF_SIZE).
+const SHEBANG_MAX: u64 = 256;
+
+/// The Python interpreter named by the `#!` line at the start of `head`.
+fn script_python(head: &[u8]) -> Option<Vec<String>> {
+    let head = &head[..head.len().min(SHEBANG_MAX as usize)];
+    let first = std::str::from_utf8(head.split(|b| *b == b'\n').next()?).ok()?;
     let mut words: Vec<String> = first
         .strip_prefix("#!")?
         .split_whitespace()
@@ -171,16 +192,13 @@ pub fn direct_subcommand(
 ) -> Option<PathBuf> {
     let launcher = find_program(command, env.get("PATH").map(String::as_str))?;
     // A relative launcher would be found from Jupyter's working directory.
-    if !launcher.is_absolute() || launcher_python(command, env).is_none() {
+    if !launcher.is_absolute() {
         return None;
     }
-    let mut head = Vec::with_capacity(4096);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::open(&launcher).ok()?, 4096),
-        &mut head,
-    )
-    .ok()?;
-    if !String::from_utf8_lossy(&head).contains("from jupyter_core.command import main") {
+    let head = read_head(&launcher, 4096)?;
+    if script_python(&head).is_none()
+        || !String::from_utf8_lossy(&head).contains("from jupyter_core.command import main")
+    {
         return None;
     }
     let real = std::fs::symlink_metadata(&launcher)
@@ -192,9 +210,7 @@ pub fn direct_subcommand(
         .chain(std::iter::once(&launcher))
         .filter_map(|l| l.parent())
         .map(|dir| dir.join(&name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| is_executable(p))
 }
 
 /// The packages whose versions decide what is started.
